@@ -1,0 +1,433 @@
+//! What each Sheepdog opcode does, mapped onto the gateway, the VDI
+//! namespace and the cluster format. Errors become result codes here and
+//! nowhere else.
+
+use bytes::{Bytes, BytesMut};
+use qemu_proto::cluster::{ClusterInfo, ClusterStatus, EpochLog};
+use qemu_proto::consts::{self, SD_INODE_SIZE};
+use qemu_proto::header::{ClusterDefaultRsp, NodeRsp, VdiRsp};
+use qemu_proto::name::{decode_fixed, validate_vdi_name};
+use qemu_proto::node::{NodeId, SdNode};
+use qemu_proto::{flags, ObjectId, Opcode, SdRequest, SdResponse, SdResult};
+
+use super::MAX_DATA;
+use crate::cluster::Member;
+use crate::error::SheepError;
+use crate::format::ClusterConfig;
+use crate::node::{NodeStatus, Sheep};
+use crate::vdi::CreateVdi;
+
+type OpResult = Result<Bytes, SheepError>;
+
+/// Runs one request and builds its reply.
+pub async fn dispatch(sheep: &Sheep, req: &SdRequest, data: Bytes) -> (SdResponse, Bytes) {
+    let mut rsp = SdResponse::for_request(req, SdResult::SUCCESS);
+    rsp.epoch = sheep.format.epoch();
+    let result = match check(sheep, req) {
+        Ok(op) => run(sheep, op, req, &mut rsp, data).await,
+        Err(r) => Err(r.into()),
+    };
+    match result {
+        Ok(mut out) => {
+            if !req.has_write_flag() || req.flags & flags::CMD_PIGGYBACK != 0 {
+                // Never send more than the client said it would read.
+                out.truncate(req.data_length as usize);
+            }
+            rsp.data_length = out.len() as u32;
+            (rsp, out)
+        }
+        Err(e) => {
+            let code = e.result();
+            if code != SdResult::NO_OBJ && code != SdResult::NO_VDI && code != SdResult::VDI_EXIST {
+                tracing::debug!(op = ?req.opcode(), "request failed: {e}");
+            }
+            rsp.result = code;
+            rsp.data_length = 0;
+            (rsp, Bytes::new())
+        }
+    }
+}
+
+/// Protocol version and cluster-status gates (Sheepdog's `queue_request`).
+fn check(sheep: &Sheep, req: &SdRequest) -> Result<Opcode, SdResult> {
+    let op = req.opcode().ok_or(SdResult::INVALID_PARMS)?;
+    if op.is_internal() {
+        if req.proto_ver != consts::SD_SHEEP_PROTO_VER {
+            return Err(SdResult::VER_MISMATCH);
+        }
+    } else if req.proto_ver != 0 && req.proto_ver > consts::SD_PROTO_VER {
+        return Err(SdResult::VER_MISMATCH);
+    }
+    let allowed_before_running = matches!(
+        op,
+        Opcode::MakeFs
+            | Opcode::Shutdown
+            | Opcode::GetNodeList
+            | Opcode::StatCluster
+            | Opcode::ClusterInfo
+            | Opcode::GetClusterDefault
+            | Opcode::StatSheep
+            | Opcode::ReadVdis
+            | Opcode::ReadDelVdis
+            | Opcode::KillNode
+            | Opcode::GetLoglevel
+    );
+    match sheep.status() {
+        NodeStatus::Running => Ok(op),
+        _ if allowed_before_running => Ok(op),
+        NodeStatus::WaitForFormat => Err(SdResult::WAIT_FOR_FORMAT),
+        NodeStatus::WaitForJoin => Err(SdResult::WAIT_FOR_JOIN),
+    }
+}
+
+async fn run(sheep: &Sheep, op: Opcode, req: &SdRequest, rsp: &mut SdResponse, data: Bytes) -> OpResult {
+    match op {
+        Opcode::ReadObj => read_obj(sheep, req).await,
+        Opcode::WriteObj => write_obj(sheep, req, data).await,
+        Opcode::CreateAndWriteObj => create_and_write_obj(sheep, req, data).await,
+        Opcode::RemoveObj => {
+            let oid = ObjectId(req.obj().oid);
+            let copies = copies_for(sheep, req, oid);
+            sheep.gateway.remove(oid, copies).await?;
+            Ok(Bytes::new())
+        }
+        Opcode::NewVdi => new_vdi(sheep, req, rsp, &data).await,
+        Opcode::GetVdiInfo | Opcode::LockVdi => {
+            let (name, tag) = name_and_tag(req, &data)?;
+            let (vid, header) = sheep.vdis.lookup(&name, &tag, req.vdi().snapid).await?;
+            rsp.set_vdi(&VdiRsp {
+                vdi_id: vid,
+                copies: header.nr_copies,
+                block_size_shift: header.block_size_shift,
+                ..VdiRsp::default()
+            });
+            Ok(Bytes::new())
+        }
+        Opcode::ReleaseVdi => Ok(Bytes::new()),
+        Opcode::DelVdi => {
+            let (name, tag) = name_and_tag(req, &data)?;
+            let vid = sheep.vdis.delete(&name, &tag, req.vdi().snapid).await?;
+            rsp.set_vdi(&VdiRsp {
+                vdi_id: vid,
+                ..VdiRsp::default()
+            });
+            Ok(Bytes::new())
+        }
+        Opcode::ReadVdis | Opcode::ReadDelVdis => {
+            if req.data_length as usize != consts::VDI_BITMAP_BYTES {
+                return Err(SdResult::INVALID_PARMS.into());
+            }
+            let reg = sheep.vdis.registry();
+            Ok(Bytes::from(if op == Opcode::ReadVdis {
+                reg.inuse_bytes()
+            } else {
+                reg.deleted_bytes()
+            }))
+        }
+        // Obsolete in Sheepdog, which answers this so that QEMU stops
+        // sending it and switches to synchronous (DIRECT) writes.
+        Opcode::FlushVdi => Err(SdResult::INVALID_PARMS.into()),
+        Opcode::GetClusterDefault => {
+            let cfg = sheep.format.config();
+            rsp.set_cluster_default(&ClusterDefaultRsp {
+                nr_copies: cfg.as_ref().map_or(consts::SD_DEFAULT_COPIES, |c| c.copies),
+                copy_policy: cfg.as_ref().map_or(0, |c| c.copy_policy),
+                block_size_shift: cfg
+                    .as_ref()
+                    .map_or(consts::SD_DEFAULT_BLOCK_SIZE_SHIFT, |c| c.block_size_shift),
+            });
+            Ok(Bytes::new())
+        }
+        Opcode::GetNodeList => {
+            let nodes = node_list(&sheep.view().members);
+            rsp.set_node(&NodeRsp {
+                nr_nodes: nodes.len() as u32,
+                ..NodeRsp::default()
+            });
+            Ok(Bytes::from(qemu_proto::node::encode_node_list(&nodes)))
+        }
+        Opcode::MakeFs => make_fs(sheep, req).await,
+        Opcode::StatSheep => {
+            let (used, free) = match sheep.gateway.store() {
+                Some(s) => s.usage().await?,
+                None => (0, 0),
+            };
+            rsp.set_node(&NodeRsp {
+                store_size: used + free,
+                store_free: free,
+                ..NodeRsp::default()
+            });
+            Ok(Bytes::new())
+        }
+        Opcode::StatCluster => {
+            rsp.result = match sheep.status() {
+                NodeStatus::Running => SdResult::SUCCESS,
+                NodeStatus::WaitForFormat => SdResult::WAIT_FOR_FORMAT,
+                NodeStatus::WaitForJoin => SdResult::WAIT_FOR_JOIN,
+            };
+            Ok(stat_cluster(sheep, req))
+        }
+        Opcode::ClusterInfo => Ok(Bytes::from(cluster_info(sheep).encode())),
+        Opcode::Exist => match sheep.gateway.store() {
+            Some(store) => {
+                store.read(ObjectId(req.obj().oid), 0, 0).await?;
+                Ok(Bytes::new())
+            }
+            None => Err(SdResult::NO_OBJ.into()),
+        },
+        _ => Err(SdResult::NO_SUPPORT.into()),
+    }
+}
+
+/// The object size limit for `oid`, or an error for kinds we do not serve.
+fn object_size(sheep: &Sheep, oid: ObjectId) -> Result<u64, SdResult> {
+    if oid.is_inode() {
+        Ok(SD_INODE_SIZE)
+    } else if oid.is_data() || oid.is_vmstate() {
+        Ok(sheep.vdis.object_size(oid.vid()))
+    } else {
+        Err(SdResult::INVALID_PARMS)
+    }
+}
+
+/// Checks that `offset + len` stays inside the object.
+fn check_range(sheep: &Sheep, oid: ObjectId, offset: u64, len: u32) -> Result<(), SdResult> {
+    let size = object_size(sheep, oid)?;
+    if len > MAX_DATA || offset.checked_add(u64::from(len)).is_none_or(|end| end > size) {
+        return Err(SdResult::INVALID_PARMS);
+    }
+    Ok(())
+}
+
+/// Copies: as the client says, else what the VDI was created with.
+fn copies_for(sheep: &Sheep, req: &SdRequest, oid: ObjectId) -> usize {
+    match req.obj().copies {
+        0 => sheep.vdis.copies(oid.vid()),
+        n => usize::from(n),
+    }
+}
+
+/// The client asked for a synchronous write unless it set the CACHE flag.
+fn wants_sync(req: &SdRequest) -> bool {
+    req.flags & flags::CMD_CACHE == 0
+}
+
+async fn read_obj(sheep: &Sheep, req: &SdRequest) -> OpResult {
+    let args = req.obj();
+    let oid = ObjectId(args.oid);
+    check_range(sheep, oid, args.offset, req.data_length)?;
+    let copies = copies_for(sheep, req, oid);
+    Ok(sheep
+        .gateway
+        .read(oid, args.offset, req.data_length, copies)
+        .await?)
+}
+
+async fn write_obj(sheep: &Sheep, req: &SdRequest, data: Bytes) -> OpResult {
+    let args = req.obj();
+    let oid = ObjectId(args.oid);
+    check_range(sheep, oid, args.offset, data.len() as u32)?;
+    let copies = copies_for(sheep, req, oid);
+    sheep
+        .gateway
+        .write(oid, args.offset, data, copies, wants_sync(req))
+        .await?;
+    Ok(Bytes::new())
+}
+
+async fn create_and_write_obj(sheep: &Sheep, req: &SdRequest, data: Bytes) -> OpResult {
+    let args = req.obj();
+    let oid = ObjectId(args.oid);
+    check_range(sheep, oid, args.offset, data.len() as u32)?;
+    let copies = copies_for(sheep, req, oid);
+    let (offset, content) = if req.flags & flags::CMD_COW != 0 {
+        // Copy-on-write: the new object starts as a copy of `cow_oid`, with
+        // the client's bytes laid over it.
+        let src = ObjectId(args.cow_oid);
+        let size = object_size(sheep, oid)?;
+        if object_size(sheep, src)? != size {
+            return Err(SdResult::INVALID_PARMS.into());
+        }
+        let base = sheep
+            .gateway
+            .read(src, 0, size as u32, sheep.vdis.copies(src.vid()))
+            .await?;
+        let mut full = BytesMut::from(&base[..]);
+        let at = args.offset as usize;
+        full[at..at + data.len()].copy_from_slice(&data);
+        (0, full.freeze())
+    } else {
+        (args.offset, data)
+    };
+    sheep
+        .gateway
+        .create(oid, offset, content, copies, wants_sync(req))
+        .await?;
+    Ok(Bytes::new())
+}
+
+/// Name (and tag) from a 256- or 512-byte payload.
+fn name_and_tag(req: &SdRequest, data: &[u8]) -> Result<(String, String), SdResult> {
+    let n = consts::SD_MAX_VDI_LEN;
+    if !req.has_write_flag() || (data.len() != n && data.len() != n + consts::SD_MAX_VDI_TAG_LEN) {
+        return Err(SdResult::INVALID_PARMS);
+    }
+    let name = decode_fixed(&data[..n]);
+    validate_vdi_name(&name).map_err(|_| SdResult::INVALID_PARMS)?;
+    let tag = if data.len() > n {
+        decode_fixed(&data[n..])
+    } else {
+        String::new()
+    };
+    Ok((name, tag))
+}
+
+async fn new_vdi(sheep: &Sheep, req: &SdRequest, rsp: &mut SdResponse, data: &[u8]) -> OpResult {
+    if data.len() != consts::SD_MAX_VDI_LEN || !req.has_write_flag() {
+        return Err(SdResult::INVALID_PARMS.into());
+    }
+    let name = decode_fixed(data);
+    validate_vdi_name(&name).map_err(|_| SdResult::INVALID_PARMS)?;
+    let args = req.vdi();
+    if args.snapid != 0 || args.base_vdi_id != 0 {
+        // Snapshots and clones arrive with copy-on-write support.
+        return Err(SdResult::NO_SUPPORT.into());
+    }
+    if args.copy_policy != 0 || args.store_policy != 0 {
+        return Err(SdResult::NO_SUPPORT.into());
+    }
+    if args.block_size_shift != 0
+        && !(consts::MIN_BLOCK_SIZE_SHIFT..=consts::MAX_BLOCK_SIZE_SHIFT).contains(&args.block_size_shift)
+    {
+        return Err(SdResult::INVALID_PARMS.into());
+    }
+    if args.copies > consts::SD_MAX_COPIES {
+        return Err(SdResult::INVALID_PARMS.into());
+    }
+    let vid = sheep
+        .vdis
+        .create(CreateVdi {
+            name,
+            size: args.vdi_size,
+            copies: args.copies,
+            block_size_shift: args.block_size_shift,
+        })
+        .await?;
+    let meta = sheep.vdis.registry().meta(vid);
+    rsp.set_vdi(&VdiRsp {
+        vdi_id: vid,
+        copies: meta.map_or(args.copies, |m| m.copies),
+        block_size_shift: meta.map_or(args.block_size_shift, |m| m.block_size_shift),
+        ..VdiRsp::default()
+    });
+    Ok(Bytes::new())
+}
+
+async fn make_fs(sheep: &Sheep, req: &SdRequest) -> OpResult {
+    let args = req.cluster();
+    let copies = if args.copies == 0 {
+        consts::SD_DEFAULT_COPIES
+    } else {
+        args.copies
+    };
+    let shift = if args.block_size_shift == 0 {
+        consts::SD_DEFAULT_BLOCK_SIZE_SHIFT
+    } else {
+        args.block_size_shift
+    };
+    if copies > consts::SD_MAX_COPIES
+        || args.copy_policy != 0
+        || !(consts::MIN_BLOCK_SIZE_SHIFT..=consts::MAX_BLOCK_SIZE_SHIFT).contains(&shift)
+    {
+        return Err(SdResult::INVALID_PARMS.into());
+    }
+    let ctime = if args.ctime == 0 {
+        crate::util::sd_now()
+    } else {
+        args.ctime
+    };
+    sheep
+        .format_cluster(ClusterConfig {
+            ctime,
+            copies,
+            copy_policy: 0,
+            flags: args.flags,
+            block_size_shift: shift,
+            store: "plain".into(),
+        })
+        .await?;
+    Ok(Bytes::new())
+}
+
+/// Members as Sheepdog's `sd_node` records, sorted as the view is.
+fn node_list(members: &[Member]) -> Vec<SdNode> {
+    members
+        .iter()
+        .map(|m| SdNode {
+            nid: NodeId::new(m.addr.ip(), m.addr.port()),
+            nr_vnodes: m.vnodes,
+            zone: m.zone,
+            space: m.space,
+        })
+        .collect()
+}
+
+fn stat_cluster(sheep: &Sheep, req: &SdRequest) -> Bytes {
+    let nodes_nr = req.cluster().nodes_nr as usize;
+    let record = qemu_proto::cluster::epoch_log_size(nodes_nr);
+    let fit = (req.data_length as usize).checked_div(record).unwrap_or(0);
+    let cfg = sheep.format.config();
+    let mut out = Vec::new();
+    for (i, e) in sheep.format.epochs().into_iter().take(fit).enumerate() {
+        let nodes = e
+            .nodes
+            .iter()
+            .map(|(addr, vnodes, zone)| SdNode {
+                nid: NodeId::new(addr.ip(), addr.port()),
+                nr_vnodes: *vnodes,
+                zone: *zone,
+                space: 0,
+            })
+            .take(nodes_nr)
+            .collect();
+        // Only the newest record carries the cluster settings.
+        let log = EpochLog {
+            ctime: if i == 0 { cfg.as_ref().map_or(0, |c| c.ctime) } else { 0 },
+            time: e.time,
+            epoch: e.epoch,
+            disable_recovery: false,
+            nr_copies: if i == 0 { cfg.as_ref().map_or(0, |c| c.copies) } else { 0 },
+            copy_policy: 0,
+            flags: if i == 0 { cfg.as_ref().map_or(0, |c| c.flags) } else { 0 },
+            drv_name: if i == 0 { "gossip".into() } else { String::new() },
+            nodes,
+        };
+        out.extend_from_slice(&log.encode(nodes_nr));
+    }
+    Bytes::from(out)
+}
+
+fn cluster_info(sheep: &Sheep) -> ClusterInfo {
+    let cfg = sheep.format.config();
+    let nodes = node_list(&sheep.view().members);
+    ClusterInfo {
+        proto_ver: consts::SD_SHEEP_PROTO_VER,
+        disable_recovery: false,
+        nr_nodes: nodes.len() as u16,
+        epoch: sheep.format.epoch(),
+        ctime: cfg.as_ref().map_or(0, |c| c.ctime),
+        flags: cfg.as_ref().map_or(0, |c| c.flags),
+        nr_copies: cfg.as_ref().map_or(0, |c| c.copies),
+        copy_policy: cfg.as_ref().map_or(0, |c| c.copy_policy),
+        status: match sheep.status() {
+            NodeStatus::Running => ClusterStatus::Ok,
+            _ => ClusterStatus::Wait,
+        }
+        .as_u8(),
+        block_size_shift: cfg
+            .as_ref()
+            .map_or(consts::SD_DEFAULT_BLOCK_SIZE_SHIFT, |c| c.block_size_shift),
+        default_store: cfg.map_or_else(|| "plain".to_string(), |c| c.store),
+        nodes,
+    }
+}

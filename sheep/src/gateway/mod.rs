@@ -1,0 +1,322 @@
+//! The gateway: object I/O for clients, routed to the replicas of the
+//! current placement. Any sheep is a gateway.
+//!
+//! Rules:
+//! - A write, create or remove goes to every replica of the placement in the
+//!   gateway's current view, in parallel, and succeeds only when all of them
+//!   succeed. Each peer request carries the view id; a replica in another view
+//!   refuses it, and the gateway retries once its view changes (bounded by
+//!   [`SETTLE_DEADLINE`]). So an acknowledged write is on every replica that
+//!   the agreed placement names.
+//! - A read goes to one replica (this node first if it is one, else the
+//!   primary) and falls back to the others.
+//! - A replica that lacks an object a write expects (a new replica after a
+//!   membership change) gets a full copy from a replica that has it, created
+//!   exclusively so it never overwrites a copy a concurrent write already
+//!   made; then the write is applied to it.
+
+mod replica;
+
+pub use replica::{apply as apply_object_rpc, ObjectReply, ObjectRpc};
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use qemu_proto::ObjectId;
+use tokio::sync::watch;
+
+use crate::cluster::View;
+use crate::error::SheepError;
+use crate::peer::{Endpoint, PeerClient};
+use crate::placement::Placement;
+use crate::store::{CreateMode, ObjectStore};
+
+/// How long a request may wait for the membership to settle before failing.
+pub const SETTLE_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Routes object I/O to replicas.
+pub struct Gateway {
+    local: SocketAddr,
+    store: Option<Arc<ObjectStore>>,
+    peers: Arc<PeerClient>,
+    views: watch::Receiver<Arc<View>>,
+    placement: Mutex<(Arc<View>, Arc<Placement>)>,
+}
+
+impl Gateway {
+    /// A gateway for the node at `local`; `store` is `None` on a gateway-only node.
+    pub fn new(
+        local: SocketAddr,
+        store: Option<Arc<ObjectStore>>,
+        peers: Arc<PeerClient>,
+        views: watch::Receiver<Arc<View>>,
+    ) -> Self {
+        let view = views.borrow().clone();
+        let placement = Arc::new(Placement::new(&view));
+        Gateway {
+            local,
+            store,
+            peers,
+            views,
+            placement: Mutex::new((view, placement)),
+        }
+    }
+
+    /// The local store, if this node stores objects.
+    pub fn store(&self) -> Option<&Arc<ObjectStore>> {
+        self.store.as_ref()
+    }
+
+    /// The peer connection pool.
+    pub fn peers(&self) -> &Arc<PeerClient> {
+        &self.peers
+    }
+
+    /// The current view and its placement (the ring is rebuilt only when the
+    /// view changes).
+    pub fn current(&self) -> (Arc<View>, Arc<Placement>) {
+        let view = self.views.borrow().clone();
+        let mut cached = self.placement.lock().expect("placement lock");
+        if cached.0.id != view.id {
+            *cached = (view.clone(), Arc::new(Placement::new(&view)));
+        }
+        cached.clone()
+    }
+
+    /// Runs `op` in the current view, retrying transient failures (a peer
+    /// unreachable or in another view) in the next view until the deadline.
+    pub async fn settle<T, F, Fut>(&self, mut op: F) -> Result<T, SheepError>
+    where
+        F: FnMut(Arc<View>, Arc<Placement>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, SheepError>>,
+    {
+        let deadline = Instant::now() + SETTLE_DEADLINE;
+        let mut views = self.views.clone();
+        loop {
+            views.borrow_and_update();
+            let (view, placement) = self.current();
+            match op(view, placement).await {
+                Err(e) if e.is_transient() => {
+                    if Instant::now() >= deadline {
+                        return Err(SheepError::Unsettled(e.to_string()));
+                    }
+                    tracing::debug!("retrying in the next view: {e}");
+                    // Wake on a view change, or poll again shortly: the
+                    // other side's view may be the one that must change.
+                    let _ = tokio::time::timeout(Duration::from_millis(200), views.changed()).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends one object request to one replica (locally if it is this node).
+    pub async fn call_replica(
+        &self,
+        addr: SocketAddr,
+        view: u64,
+        rpc: ObjectRpc,
+        data: Bytes,
+    ) -> Result<(ObjectReply, Bytes), SheepError> {
+        if addr == self.local {
+            return replica::apply(self.store.as_deref(), rpc, data).await;
+        }
+        let (rep, data) = self
+            .peers
+            .request::<_, ObjectReply>(addr, view, Endpoint::Object, &rpc, data)
+            .await?;
+        rep.map(|r| (r, data)).map_err(SheepError::from_result)
+    }
+
+    /// Reads `len` bytes of `oid` at `offset` from one of its `copies` replicas.
+    pub async fn read(
+        &self,
+        oid: ObjectId,
+        offset: u64,
+        len: u32,
+        copies: usize,
+    ) -> Result<Bytes, SheepError> {
+        self.settle(|view, placement| async move {
+            let mut targets = placement.replicas(oid, copies);
+            if targets.is_empty() {
+                return Err(SheepError::NoStorage);
+            }
+            // Reading locally saves a network hop.
+            if let Some(pos) = targets.iter().position(|a| *a == self.local) {
+                targets.swap(0, pos);
+            }
+            let mut last = None;
+            for addr in targets {
+                let rpc = ObjectRpc::Read {
+                    oid: oid.0,
+                    offset,
+                    len,
+                };
+                match self.call_replica(addr, view.id, rpc, Bytes::new()).await {
+                    Ok((_, data)) => return Ok(data),
+                    Err(e) => {
+                        tracing::debug!(%oid, %addr, "read failed, trying the next replica: {e}");
+                        // Prefer reporting a transient error, so the read is
+                        // retried, over "no object" from a replica that
+                        // simply has not got it.
+                        if last.as_ref().is_none_or(|l: &SheepError| !l.is_transient()) {
+                            last = Some(e);
+                        }
+                    }
+                }
+            }
+            Err(last.expect("at least one replica was tried"))
+        })
+        .await
+    }
+
+    /// Writes into an existing object on all of its replicas.
+    pub async fn write(
+        &self,
+        oid: ObjectId,
+        offset: u64,
+        data: Bytes,
+        copies: usize,
+        sync: bool,
+    ) -> Result<(), SheepError> {
+        self.settle(|view, placement| {
+            let data = data.clone();
+            async move {
+                let targets = placement.replicas(oid, copies);
+                let rpc = ObjectRpc::Write {
+                    oid: oid.0,
+                    offset,
+                    sync,
+                };
+                let results = self.fan_out(&targets, view.id, &rpc, &data).await?;
+                let (have, lack): (Vec<_>, Vec<_>) =
+                    targets.iter().zip(results).partition(|(_, r)| r.is_ok());
+                if lack.is_empty() {
+                    return Ok(());
+                }
+                let Some((source, _)) = have.first() else {
+                    return Err(SheepError::Store(crate::store::StoreError::NoObject(oid)));
+                };
+                for (addr, _) in lack {
+                    self.copy_object(view.id, oid, **source, *addr).await?;
+                    self.call_replica(*addr, view.id, rpc.clone(), data.clone())
+                        .await?;
+                }
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    /// Creates `oid` on all of its replicas with `data` at `offset`.
+    pub async fn create(
+        &self,
+        oid: ObjectId,
+        offset: u64,
+        data: Bytes,
+        copies: usize,
+        sync: bool,
+    ) -> Result<(), SheepError> {
+        self.settle(|view, placement| {
+            let data = data.clone();
+            async move {
+                let targets = placement.replicas(oid, copies);
+                let rpc = ObjectRpc::Create {
+                    oid: oid.0,
+                    offset,
+                    mode: CreateMode::Replace,
+                    sync,
+                };
+                for r in self.fan_out(&targets, view.id, &rpc, &data).await? {
+                    r?;
+                }
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    /// Removes `oid` from all of its replicas.
+    pub async fn remove(&self, oid: ObjectId, copies: usize) -> Result<(), SheepError> {
+        self.settle(|view, placement| async move {
+            let targets = placement.replicas(oid, copies);
+            let rpc = ObjectRpc::Remove { oid: oid.0 };
+            for r in self.fan_out(&targets, view.id, &rpc, &Bytes::new()).await? {
+                r?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Makes every unsynced write durable on every storing node.
+    pub async fn flush_all(&self) -> Result<(), SheepError> {
+        self.settle(|view, _| async move {
+            let targets: Vec<SocketAddr> = view.storage_members().map(|m| m.addr).collect();
+            for r in self
+                .fan_out(&targets, view.id, &ObjectRpc::Flush, &Bytes::new())
+                .await?
+            {
+                r?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Sends `rpc` to every target in parallel. Transient failures abort the
+    /// whole attempt (so `settle` retries it); "no object" and other definite
+    /// answers are returned per target.
+    async fn fan_out(
+        &self,
+        targets: &[SocketAddr],
+        view: u64,
+        rpc: &ObjectRpc,
+        data: &Bytes,
+    ) -> Result<Vec<Result<(), SheepError>>, SheepError> {
+        if targets.is_empty() {
+            return Err(SheepError::NoStorage);
+        }
+        let calls = targets
+            .iter()
+            .map(|addr| self.call_replica(*addr, view, rpc.clone(), data.clone()));
+        let mut out = Vec::with_capacity(targets.len());
+        for r in futures::future::join_all(calls).await {
+            match r {
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) if e.is_no_object() => out.push(Err(e)),
+                Err(e) => return Err(e),
+                Ok(_) => out.push(Ok(())),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Copies a whole object from `from` to `to`, which lacks it.
+    async fn copy_object(
+        &self,
+        view: u64,
+        oid: ObjectId,
+        from: SocketAddr,
+        to: SocketAddr,
+    ) -> Result<(), SheepError> {
+        tracing::info!(%oid, %from, %to, "copying a missing replica");
+        let (_, content) = self
+            .call_replica(from, view, ObjectRpc::ReadAll { oid: oid.0 }, Bytes::new())
+            .await?;
+        let rpc = ObjectRpc::Create {
+            oid: oid.0,
+            offset: 0,
+            mode: CreateMode::Exclusive,
+            sync: true,
+        };
+        match self.call_replica(to, view, rpc, content).await {
+            Ok(_) => Ok(()),
+            // Another write repaired it first: its copy is at least as new.
+            Err(e) if e.result() == qemu_proto::SdResult::OID_EXIST => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! `sheep`: parses the command line, starts a node and runs it until SIGINT
+//! or SIGTERM, then leaves the cluster cleanly.
+
+use anyhow::Context;
+use clap::Parser;
+use sheep::config::Options;
+use sheep::frontend::listener;
+use sheep::node::Sheep;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let opts = Options::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| opts.log_filter());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+
+    let addr = std::net::SocketAddr::new(opts.bind, opts.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let sheep = Sheep::start(&opts)
+        .await
+        .with_context(|| format!("cannot start sheep in {}", opts.store_dir.display()))?;
+    tracing::info!(
+        addr = %sheep.local.addr,
+        zone = sheep.local.zone,
+        vnodes = sheep.local.vnodes,
+        "sheep is serving"
+    );
+    let server = tokio::spawn(listener::serve(sheep.clone(), listener));
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("leaving the cluster");
+    server.abort();
+    sheep.shutdown().await;
+    Ok(())
+}
