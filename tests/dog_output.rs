@@ -329,9 +329,22 @@ fn expect_next_epoch(
             Err(format!("top epoch still {old_top}"))
         }
     });
-    assert_eq!(now.0[0].version, old_top + 1, "one view change, one epoch");
-    assert_eq!(now.0[0].nodes, epoch_nodes(cluster, members));
-    assert_eq!(now.1[1..], after.1[..], "older epoch lines must not change");
+    let lines = format!(
+        "epoch lines before:\n{}\nafter:\n{}",
+        after.1.join("\n"),
+        now.1.join("\n")
+    );
+    assert_eq!(
+        now.0[0].version,
+        old_top + 1,
+        "one view change, one epoch; {lines}"
+    );
+    assert_eq!(now.0[0].nodes, epoch_nodes(cluster, members), "{lines}");
+    assert_eq!(
+        now.1[1..],
+        after.1[..],
+        "older epoch lines must not change; {lines}"
+    );
     now
 }
 
@@ -345,7 +358,8 @@ fn cluster_info_plain_and_raw() {
     assert_eq!(
         first.0[0].nodes,
         epoch_nodes(&cluster, &[0, 1, 2]),
-        "newest epoch lists all 3 nodes"
+        "newest epoch lists all 3 nodes; epoch lines:\n{}",
+        first.1.join("\n")
     );
 
     // A fourth node joins: one more epoch on top, history unchanged.

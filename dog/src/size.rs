@@ -151,7 +151,7 @@ mod tests {
     fn rejects_bad_sizes() {
         for bad in [
             "10MB", "1GiB", "abc", "10X", "1 G", "-1", "-1G", "inf", "nan", "0x10", "--", "", "G",
-            "k", " ", "10Q",
+            "k", " ", "10Q", "1e",
         ] {
             let err = parse_size(bad).unwrap_err();
             assert_eq!(err.code(), 64, "{bad}");

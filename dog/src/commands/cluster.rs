@@ -4,20 +4,21 @@
 //! holds VDIs or when there are fewer zones than copies); `info` prints the
 //! cluster status and the epoch history from STAT_CLUSTER.
 
+use std::io::{self, IsTerminal};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use qemu_proto::cluster::decode_epoch_logs;
 use qemu_proto::consts::{
     CLUSTER_FLAG_AUTO_VNODES, CLUSTER_FLAG_AVOID_DISKFULL, CLUSTER_FLAG_RECYCLE_VID,
     CLUSTER_FLAG_STRICT, CLUSTER_FLAG_USE_LOCK, EPOCH_LOG_HEADER_SIZE, SD_DEFAULT_BLOCK_SIZE_SHIFT,
-    SD_NODE_SIZE, VDI_BITMAP_BYTES,
+    SD_MAX_NODES, SD_NODE_SIZE, VDI_BITMAP_BYTES,
 };
 use qemu_proto::flags::CMD_WRITE;
 use qemu_proto::inode::sd_time;
 use qemu_proto::{ClusterArgs, Opcode, SdResult};
 
 use crate::client::{request, Connection};
-use crate::commands::{confirm, get_node_list, print_out, Ctx};
+use crate::commands::{confirm, connect_with_nodes, print_out, warn, Ctx};
 use crate::error::{exit, DogError};
 use crate::options::Copies;
 use crate::output::{self, ClusterInfoOpts};
@@ -98,15 +99,22 @@ impl FormatOpts {
 
 /// `dog cluster format`.
 pub fn format(ctx: &Ctx, opts: &FormatOpts) -> Result<(), DogError> {
-    let mut conn = ctx.connect()?;
-    let nl = get_node_list(&mut conn)?;
+    let (mut conn, nl) = connect_with_nodes(ctx)?;
     let zones = nl.zones();
     if usize::from(opts.copies.copies) > zones {
-        confirm(&format!(
-            "Number of copies ({}) is larger than number of zones ({zones}).\n\
-             Are you sure you want to continue? [yes/no]: ",
+        let warning = format!(
+            "Number of copies ({}) is larger than number of zones ({zones}).",
             opts.copies.copies
-        ))?;
+        );
+        // Sheepdog always asks (and on end of input quietly does nothing).
+        // Only a person can answer, so without a terminal we just warn.
+        if io::stdin().is_terminal() {
+            confirm(&format!(
+                "{warning}\nAre you sure you want to continue? [yes/no]: "
+            ))?;
+        } else {
+            warn(&warning);
+        }
     }
 
     let mut req = request(Opcode::ReadVdis);
@@ -178,12 +186,12 @@ fn list_store(conn: &mut Connection, err: DogError) -> DogError {
 
 /// `dog cluster info [-v] [-r] [-d]`.
 pub fn info(ctx: &Ctx, diff: bool) -> Result<(), DogError> {
-    let mut conn = ctx.connect()?;
-    let nl = get_node_list(&mut conn)?;
-    let mut nodes_nr = nl.nodes.len();
+    let (mut conn, nl) = connect_with_nodes(ctx)?;
+    // Room for twice today's membership: older epochs may have been larger.
+    let mut nodes_nr = (nl.nodes.len() * 2).clamp(1, SD_MAX_NODES);
     let mut nr_logs = nl.epoch.max(1) as usize;
     let mut tries = 0;
-    let (result, data) = loop {
+    let (result, logs) = loop {
         tries += 1;
         if tries > MAX_STAT_TRIES {
             return Err(DogError::sysfail(
@@ -191,26 +199,33 @@ pub fn info(ctx: &Ctx, diff: bool) -> Result<(), DogError> {
             ));
         }
         let mut req = request(Opcode::StatCluster);
-        req.data_length = (nr_logs * epoch_log_size(nodes_nr)) as u32;
+        let len = nr_logs.saturating_mul(epoch_log_size(nodes_nr));
+        req.data_length = u32::try_from(len).unwrap_or(u32::MAX);
         let mut args = req.cluster();
         args.nodes_nr = nodes_nr as u32;
         req.set_cluster(&args);
         let reply = conn.exec(req, &[])?;
         let result = reply.rsp.result;
-        if result == SdResult::BUFFER_SMALL {
-            nodes_nr *= 2;
+        let can_grow = nodes_nr < SD_MAX_NODES;
+        if result == SdResult::BUFFER_SMALL && can_grow {
+            nodes_nr = (nodes_nr * 2).min(SD_MAX_NODES);
             continue;
         }
         // The epoch may have moved on since GET_NODE_LIST: ask again for all.
-        let full = reply.data.len() == nr_logs * epoch_log_size(nodes_nr);
-        if full && reply.rsp.epoch as usize > nr_logs {
+        if reply.data.len() >= len && reply.rsp.epoch as usize > nr_logs {
             nr_logs = reply.rsp.epoch as usize;
             continue;
         }
-        break (result, reply.data);
+        let logs = decode_epoch_logs(&reply.data, nodes_nr)
+            .map_err(|e| DogError::sysfail(format!("bad STAT_CLUSTER reply: {e}")))?;
+        // A record filling every slot may have been cut short: look again
+        // with more room.
+        if can_grow && logs.iter().any(|l| l.nodes.len() >= nodes_nr) {
+            nodes_nr = (nodes_nr * 2).min(SD_MAX_NODES);
+            continue;
+        }
+        break (result, logs);
     };
-    let logs = decode_epoch_logs(&data, nodes_nr)
-        .map_err(|e| DogError::sysfail(format!("bad STAT_CLUSTER reply: {e}")))?;
     let opts = ClusterInfoOpts {
         raw: ctx.raw,
         verbose: ctx.verbose,

@@ -87,6 +87,17 @@ pub fn get_node_list(conn: &mut Connection) -> Result<NodeList, DogError> {
     })
 }
 
+/// Connects and fetches the node list, as dog does first for the commands
+/// flagged NEED_NODELIST (a connection failure also says "Failed to get
+/// node list").
+pub fn connect_with_nodes(ctx: &Ctx) -> Result<(Connection, NodeList), DogError> {
+    let mut conn = ctx
+        .connect()
+        .map_err(|e| e.then("Failed to get node list", exit::SYSFAIL))?;
+    let nodes = get_node_list(&mut conn)?;
+    Ok((conn, nodes))
+}
+
 /// Checks a VDI name given on the command line: non-empty and shorter than
 /// 256 bytes (Sheepdog would silently truncate it). Returns the reason.
 pub fn check_vdi_name(name: &str) -> Result<(), String> {

@@ -7,21 +7,19 @@
 use qemu_proto::{Opcode, SdResult};
 
 use crate::client::{request, Connection};
-use crate::commands::{get_node_list, print_out, vdi, warn, Ctx};
+use crate::commands::{connect_with_nodes, print_out, vdi, warn, Ctx};
 use crate::error::DogError;
 use crate::output;
 
 /// `dog node list [-r]`.
 pub fn list(ctx: &Ctx) -> Result<(), DogError> {
-    let mut conn = ctx.connect()?;
-    let nl = get_node_list(&mut conn)?;
+    let (_conn, nl) = connect_with_nodes(ctx)?;
     print_out(&output::node_list(&nl.nodes, ctx.raw))
 }
 
 /// `dog node info [-r]`.
 pub fn info(ctx: &Ctx) -> Result<(), DogError> {
-    let mut conn = ctx.connect()?;
-    let nl = get_node_list(&mut conn)?;
+    let (mut conn, nl) = connect_with_nodes(ctx)?;
     print_out(output::node_info_header(ctx.raw))?;
 
     let mut success = 0usize;

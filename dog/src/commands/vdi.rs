@@ -12,8 +12,8 @@ use qemu_proto::{InodeHeader, ObjectId, Opcode, SdResult, VdiArgs};
 
 use crate::client::{request, Connection, Reply};
 use crate::commands::{
-    check_vdi_name, find_vdi, get_node_list, name_payload, open_failed, print_out, read_failed,
-    read_obj_req, read_object, warn, write_failed, write_obj_req, Ctx, WriteSpec,
+    check_vdi_name, connect_with_nodes, find_vdi, name_payload, open_failed, print_out,
+    read_failed, read_obj_req, read_object, warn, write_failed, write_obj_req, Ctx, WriteSpec,
 };
 use crate::error::{exit, DogError};
 use crate::options::{Copies, SnapshotSel};
@@ -184,8 +184,7 @@ pub fn create(ctx: &Ctx, name: &str, size_arg: &str, opts: &CreateOpts) -> Resul
         message: format!("Failed to create VDI {name}: {why}"),
         code: exit::USAGE,
     })?;
-    let mut conn = ctx.connect()?;
-    get_node_list(&mut conn)?;
+    let (mut conn, _) = connect_with_nodes(ctx)?;
 
     let object_size: u64 = if opts.block_size_shift != 0 {
         1 << opts.block_size_shift

@@ -8,7 +8,7 @@
 
 use std::io::{self, Read, Write};
 
-use qemu_proto::consts::SD_INODE_HEADER_SIZE;
+use qemu_proto::consts::{MAX_BLOCK_SIZE_SHIFT, MIN_BLOCK_SIZE_SHIFT, SD_INODE_HEADER_SIZE};
 use qemu_proto::inode::{data_vid_offset, decode_data_vdi_ids};
 use qemu_proto::{InodeHeader, ObjectId, SdResult};
 
@@ -61,6 +61,13 @@ fn open_vdi(ctx: &Ctx, name: &str, snap: &SnapshotSel) -> Result<Opened, DogErro
         return Err(DogError::failure(format!(
             "{}: hyper volumes are not supported",
             read_vdi_failed(name, snap)
+        )));
+    }
+    if !(MIN_BLOCK_SIZE_SHIFT..=MAX_BLOCK_SIZE_SHIFT).contains(&inode.block_size_shift) {
+        return Err(DogError::failure(format!(
+            "{}: invalid block size shift {}",
+            read_vdi_failed(name, snap),
+            inode.block_size_shift
         )));
     }
     Ok(Opened { conn, vid, inode })

@@ -60,13 +60,16 @@ where
         have = 0;
         let req = SdRequest::from_bytes(&header);
         let mut data = Bytes::new();
-        if req.has_write_flag() || req.data_length > MAX_DATA {
-            if req.data_length > MAX_DATA {
-                // We cannot read past a payload we refuse to buffer, so the
+        if req.data_length > MAX_DATA {
+            let _ = tx.send((error_reply(&req, SdResult::INVALID_PARMS), Bytes::new()));
+            if req.has_write_flag() {
+                // We cannot skip a payload we refuse to buffer, so the
                 // stream is out of sync: answer, then close.
-                let _ = tx.send((error_reply(&req, SdResult::INVALID_PARMS), Bytes::new()));
                 break Ok(());
             }
+            continue;
+        }
+        if req.has_write_flag() {
             let mut buf = BytesMut::zeroed(req.data_length as usize);
             if let Err(e) = reader.read_exact(&mut buf).await {
                 break Err(e);
