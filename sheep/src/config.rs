@@ -124,10 +124,12 @@ impl Options {
     pub fn gossip_port(&self) -> Result<u16, String> {
         match self.gossip_port {
             Some(p) => Ok(p),
-            None => self
-                .port
-                .checked_add(10000)
-                .ok_or_else(|| format!("no default gossip port for port {}; use --gossip-port", self.port)),
+            None => self.port.checked_add(10000).ok_or_else(|| {
+                format!(
+                    "no default gossip port for port {}; use --gossip-port",
+                    self.port
+                )
+            }),
         }
     }
 
@@ -164,7 +166,17 @@ mod tests {
     #[test]
     fn parses_sheepdog_style_options() {
         let o = Options::parse_from([
-            "sheep", "-p", "7001", "-z", "3", "-V", "64", "-n", "-c", "local:/tmp/x", "/store",
+            "sheep",
+            "-p",
+            "7001",
+            "-z",
+            "3",
+            "-V",
+            "64",
+            "-n",
+            "-c",
+            "local:/tmp/x",
+            "/store",
         ]);
         assert_eq!(o.port, 7001);
         assert_eq!(o.zone(), 3);
@@ -181,6 +193,8 @@ mod tests {
             ])
         );
         assert_eq!(o.zone(), 16777343);
-        assert!(Options::parse_from(["sheep", "-c", "corosync", "/s"]).driver().is_err());
+        assert!(Options::parse_from(["sheep", "-c", "corosync", "/s"])
+            .driver()
+            .is_err());
     }
 }

@@ -148,6 +148,16 @@ impl FormatState {
         st.epochs.iter().rev().cloned().collect()
     }
 
+    /// The latest epoch, if any.
+    pub fn last_epoch(&self) -> Option<EpochRecord> {
+        self.state
+            .lock()
+            .expect("format lock")
+            .epochs
+            .last()
+            .cloned()
+    }
+
     /// The latest epoch number (0 before format).
     pub fn epoch(&self) -> u32 {
         let st = self.state.lock().expect("format lock");

@@ -6,7 +6,12 @@
 //! - *waiting for join* after a restart, until every node of the last epoch
 //!   this node logged is back in its view, so that a node that restarts
 //!   first never serves (or places writes) as if it were the whole cluster;
-//! - *running* otherwise.
+//! - *halted* while its view holds no strict majority of the storing nodes
+//!   of its last epoch: in a network partition only the side with a
+//!   majority keeps serving, so the two sides never accept conflicting
+//!   writes; a minority side waits until the partition heals;
+//! - *running* otherwise. Only views with such a majority become epochs,
+//!   so each epoch holds a majority of the one before.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -51,6 +56,8 @@ pub enum NodeStatus {
     WaitForFormat,
     /// Restarted; waiting for the nodes of its last epoch.
     WaitForJoin,
+    /// In a minority of its last epoch (a partition or too many failures).
+    Halted,
     /// Serving.
     Running,
 }
@@ -138,7 +145,7 @@ impl Sheep {
             format.clone(),
         ));
         // After a restart, wait for the nodes of the last epoch.
-        let waiting_for = format.epochs().first().map(|e| {
+        let waiting_for = format.last_epoch().map(|e| {
             e.nodes
                 .iter()
                 .filter(|(_, vnodes, _)| *vnodes > 0)
@@ -164,9 +171,30 @@ impl Sheep {
             NodeStatus::WaitForFormat
         } else if self.waiting_for.lock().expect("wait lock").is_some() {
             NodeStatus::WaitForJoin
+        } else if !self.has_majority(&self.view()) {
+            NodeStatus::Halted
         } else {
             NodeStatus::Running
         }
+    }
+
+    /// True when `view` holds a strict majority of the storing nodes of the
+    /// last logged epoch (always true before the first epoch).
+    fn has_majority(&self, view: &View) -> bool {
+        let Some(last) = self.format.last_epoch() else {
+            return true;
+        };
+        let storing: Vec<SocketAddr> = last
+            .nodes
+            .iter()
+            .filter(|(_, vnodes, _)| *vnodes > 0)
+            .map(|(addr, _, _)| *addr)
+            .collect();
+        let present = storing
+            .iter()
+            .filter(|a| view.member(**a).is_some_and(|m| m.stores_data()))
+            .count();
+        storing.is_empty() || present * 2 > storing.len()
     }
 
     /// The current view.
@@ -234,7 +262,11 @@ impl Sheep {
     }
 
     /// Installs a format on this node (idempotent for the same ctime).
-    async fn apply_format(&self, config: ClusterConfig, members: Vec<Member>) -> Result<(), SheepError> {
+    async fn apply_format(
+        &self,
+        config: ClusterConfig,
+        members: Vec<Member>,
+    ) -> Result<(), SheepError> {
         let _one_at_a_time = self.format_lock.lock().await;
         if self.format.ctime() == config.ctime {
             return Ok(());
@@ -261,7 +293,11 @@ impl Sheep {
     /// An unformatted node adopts the newest format held by a live peer.
     async fn learn_format(&self) {
         let online = self.membership.all_online().await;
-        let Some(newest) = online.iter().filter(|m| m.ctime != 0).max_by_key(|m| m.ctime) else {
+        let Some(newest) = online
+            .iter()
+            .filter(|m| m.ctime != 0)
+            .max_by_key(|m| m.ctime)
+        else {
             return;
         };
         let Ok(ClusterReply::Format(Some(config))) =
@@ -285,7 +321,11 @@ impl Sheep {
         }
     }
 
-    async fn cluster_call(&self, addr: SocketAddr, rpc: &ClusterRpc) -> Result<ClusterReply, SheepError> {
+    async fn cluster_call(
+        &self,
+        addr: SocketAddr,
+        rpc: &ClusterRpc,
+    ) -> Result<ClusterReply, SheepError> {
         let (rep, _) = self
             .gateway
             .peers()
@@ -346,6 +386,13 @@ impl Sheep {
         let mut views = self.membership.subscribe();
         tokio::time::sleep(EPOCH_SETTLE).await;
         if views.borrow_and_update().id != view.id {
+            return;
+        }
+        if !self.has_majority(view) {
+            tracing::warn!(
+                nodes = view.members.len(),
+                "no majority of the last epoch in view: halted until it returns"
+            );
             return;
         }
         if let Err(e) = self.format.observe(view) {

@@ -83,7 +83,12 @@ impl ObjectStore {
     }
 
     /// Reads `len` bytes at `offset`; holes and bytes past the end are zeros.
-    pub async fn read(&self, oid: ObjectId, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
+    pub async fn read(
+        &self,
+        oid: ObjectId,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, StoreError> {
         self.blocking(move |s| s.read(oid, offset, len)).await
     }
 
@@ -104,7 +109,8 @@ impl ObjectStore {
         data: bytes::Bytes,
         sync: bool,
     ) -> Result<(), StoreError> {
-        self.blocking(move |s| s.write(oid, offset, &data, sync)).await
+        self.blocking(move |s| s.write(oid, offset, &data, sync))
+            .await
     }
 
     /// Creates an object holding `data` at `offset` (zeros elsewhere).
@@ -219,7 +225,9 @@ impl Inner {
             return Err(StoreError::Exists(oid));
         }
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.tmp_dir.join(format!("{oid}.{}.{seq}", std::process::id()));
+        let tmp = self
+            .tmp_dir
+            .join(format!("{oid}.{}.{seq}", std::process::id()));
         let result = (|| -> Result<(), StoreError> {
             let file = File::create(&tmp)?;
             file.write_all_at(data, offset)?;
@@ -333,21 +341,33 @@ mod tests {
     async fn create_read_write_remove() {
         let (_d, s) = store();
         let oid = ObjectId::data(7, 1);
-        assert!(matches!(s.read(oid, 0, 4).await, Err(StoreError::NoObject(_))));
+        assert!(matches!(
+            s.read(oid, 0, 4).await,
+            Err(StoreError::NoObject(_))
+        ));
         assert!(matches!(
             s.write(oid, 0, Bytes::from_static(b"x"), true).await,
             Err(StoreError::NoObject(_))
         ));
-        s.create(oid, 4096, Bytes::from_static(b"abcd"), CreateMode::Replace, true)
+        s.create(
+            oid,
+            4096,
+            Bytes::from_static(b"abcd"),
+            CreateMode::Replace,
+            true,
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.read(oid, 4094, 8).await.unwrap(), b"\0\0abcd\0\0");
+        s.write(oid, 4095, Bytes::from_static(b"Z"), false)
             .await
             .unwrap();
-        assert_eq!(s.read(oid, 4094, 8).await.unwrap(), b"\0\0abcd\0\0");
-        s.write(oid, 4095, Bytes::from_static(b"Z"), false).await.unwrap();
         s.flush().await.unwrap();
         assert_eq!(s.read(oid, 4094, 4).await.unwrap(), b"\0Zab");
         assert_eq!(s.list().await.unwrap(), vec![oid]);
         assert!(matches!(
-            s.create(oid, 0, Bytes::new(), CreateMode::Exclusive, true).await,
+            s.create(oid, 0, Bytes::new(), CreateMode::Exclusive, true)
+                .await,
             Err(StoreError::Exists(_))
         ));
         s.remove(oid).await.unwrap();

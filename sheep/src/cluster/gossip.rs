@@ -97,17 +97,15 @@ impl GossipMembership {
     /// Starts gossip, announces this node and joins whatever seeds answer.
     pub async fn start(local: Member, options: GossipOptions) -> std::io::Result<Arc<Self>> {
         let member = Arc::new(RwLock::new(local.clone()));
-        let delegate = CompositeDelegate::<SmolStr, SocketAddr>::new().with_node_delegate(
-            MetaDelegate {
+        let delegate =
+            CompositeDelegate::<SmolStr, SocketAddr>::new().with_node_delegate(MetaDelegate {
                 member: member.clone(),
-            },
-        );
-        let transport =
-            NetTransportOptions::<SmolStr, TokioSocketAddrResolver, TokioTcp>::new(SmolStr::new(
-                local.id(),
-            ))
-            .with_bind_addresses(IndexSet::from([options.bind]))
-            .with_advertise_address(options.advertise);
+            });
+        let transport = NetTransportOptions::<SmolStr, TokioSocketAddrResolver, TokioTcp>::new(
+            SmolStr::new(local.id()),
+        )
+        .with_bind_addresses(IndexSet::from([options.bind]))
+        .with_advertise_address(options.advertise);
         let opts = Options::lan()
             .with_probe_interval(options.probe_interval)
             .with_probe_timeout(options.probe_timeout)

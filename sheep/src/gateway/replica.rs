@@ -91,7 +91,9 @@ pub async fn apply(
             mode,
             sync,
         } => {
-            store.create(ObjectId(oid), offset, data, mode, sync).await?;
+            store
+                .create(ObjectId(oid), offset, data, mode, sync)
+                .await?;
             done(Vec::new())
         }
         ObjectRpc::Remove { oid } => {

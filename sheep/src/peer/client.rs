@@ -55,7 +55,10 @@ impl PeerClient {
         let conn = self.connection(addr).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (slot_tx, slot_rx) = oneshot::channel();
-        conn.pending.lock().expect("pending lock").insert(id, slot_tx);
+        conn.pending
+            .lock()
+            .expect("pending lock")
+            .insert(id, slot_tx);
         let frame = Frame {
             kind: FrameKind::Request,
             id,

@@ -162,7 +162,9 @@ impl VdiService {
             None => self
                 .format
                 .config()
-                .map_or(qemu_proto::consts::SD_DEFAULT_BLOCK_SIZE_SHIFT, |c| c.block_size_shift),
+                .map_or(qemu_proto::consts::SD_DEFAULT_BLOCK_SIZE_SHIFT, |c| {
+                    c.block_size_shift
+                }),
         };
         1u64 << shift
     }
@@ -232,7 +234,8 @@ impl VdiService {
             }
             name_exists = true;
             if header.is_snapshot()
-                && ((!tag.is_empty() && header.tag == tag) || (snapid != 0 && header.snap_id == snapid))
+                && ((!tag.is_empty() && header.tag == tag)
+                    || (snapid != 0 && header.snap_id == snapid))
             {
                 return Ok((vid, header));
             }
@@ -247,7 +250,10 @@ impl VdiService {
 
     /// Creates a VDI (on the name's owner) and returns its vid.
     pub async fn create(&self, req: CreateVdi) -> Result<u32, SheepError> {
-        match self.on_owner(&req.name.clone(), VdiRpc::Create(req)).await? {
+        match self
+            .on_owner(&req.name.clone(), VdiRpc::Create(req))
+            .await?
+        {
             VdiReply::Vid(vid) => Ok(vid),
             _ => Err(SdResult::SYSTEM_ERROR.into()),
         }
@@ -330,7 +336,11 @@ impl VdiService {
     async fn create_as_owner(&self, view: &View, req: CreateVdi) -> Result<u32, SheepError> {
         let _one_at_a_time = self.owner_lock.lock().await;
         let config = self.format.config().ok_or(SdResult::WAIT_FOR_FORMAT)?;
-        let copies = if req.copies == 0 { config.copies } else { req.copies };
+        let copies = if req.copies == 0 {
+            config.copies
+        } else {
+            req.copies
+        };
         let shift = if req.block_size_shift == 0 {
             config.block_size_shift
         } else {
@@ -474,29 +484,32 @@ impl VdiService {
     /// Sends `rpc` to every other member of `view`, best effort: a member
     /// that misses it learns the same facts when registries are merged.
     async fn broadcast(&self, view: &View, rpc: VdiRpc) {
-        match &rpc {
-            VdiRpc::Release { vid } => self.registry.release(*vid),
-            _ => {}
+        if let VdiRpc::Release { vid } = &rpc {
+            self.registry.release(*vid);
         }
-        let calls = view.members.iter().filter(|m| m.addr != self.local).map(|m| {
-            let rpc = rpc.clone();
-            async move {
-                let r = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    self.gateway.peers().request::<_, VdiReply>(
-                        m.addr,
-                        0,
-                        Endpoint::Vdi,
-                        &rpc,
-                        Bytes::new(),
-                    ),
-                )
-                .await;
-                if !matches!(r, Ok(Ok((Ok(_), _)))) {
-                    tracing::debug!(peer = %m.addr, "VDI broadcast not delivered");
+        let calls = view
+            .members
+            .iter()
+            .filter(|m| m.addr != self.local)
+            .map(|m| {
+                let rpc = rpc.clone();
+                async move {
+                    let r = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        self.gateway.peers().request::<_, VdiReply>(
+                            m.addr,
+                            0,
+                            Endpoint::Vdi,
+                            &rpc,
+                            Bytes::new(),
+                        ),
+                    )
+                    .await;
+                    if !matches!(r, Ok(Ok((Ok(_), _)))) {
+                        tracing::debug!(peer = %m.addr, "VDI broadcast not delivered");
+                    }
                 }
-            }
-        });
+            });
         futures::future::join_all(calls).await;
     }
 

@@ -30,7 +30,12 @@ pub const MAX_DATA: u32 = 64 << 20;
 const MAX_IN_FLIGHT: usize = 128;
 
 /// Serves one client connection whose first 4 bytes were already read.
-pub async fn serve_client<R, W>(sheep: Arc<Sheep>, first: [u8; 4], read: R, mut write: W) -> std::io::Result<()>
+pub async fn serve_client<R, W>(
+    sheep: Arc<Sheep>,
+    first: [u8; 4],
+    read: R,
+    mut write: W,
+) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -55,7 +60,11 @@ where
     let mut have = 4;
     let result = loop {
         if let Err(e) = reader.read_exact(&mut header[have..]).await {
-            break if e.kind() == std::io::ErrorKind::UnexpectedEof { Ok(()) } else { Err(e) };
+            break if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Ok(())
+            } else {
+                Err(e)
+            };
         }
         have = 0;
         let req = SdRequest::from_bytes(&header);

@@ -77,10 +77,17 @@ fn check(sheep: &Sheep, req: &SdRequest) -> Result<Opcode, SdResult> {
         _ if allowed_before_running => Ok(op),
         NodeStatus::WaitForFormat => Err(SdResult::WAIT_FOR_FORMAT),
         NodeStatus::WaitForJoin => Err(SdResult::WAIT_FOR_JOIN),
+        NodeStatus::Halted => Err(SdResult::HALT),
     }
 }
 
-async fn run(sheep: &Sheep, op: Opcode, req: &SdRequest, rsp: &mut SdResponse, data: Bytes) -> OpResult {
+async fn run(
+    sheep: &Sheep,
+    op: Opcode,
+    req: &SdRequest,
+    rsp: &mut SdResponse,
+    data: Bytes,
+) -> OpResult {
     match op {
         Opcode::ReadObj => read_obj(sheep, req).await,
         Opcode::WriteObj => write_obj(sheep, req, data).await,
@@ -164,8 +171,9 @@ async fn run(sheep: &Sheep, op: Opcode, req: &SdRequest, rsp: &mut SdResponse, d
                 NodeStatus::Running => SdResult::SUCCESS,
                 NodeStatus::WaitForFormat => SdResult::WAIT_FOR_FORMAT,
                 NodeStatus::WaitForJoin => SdResult::WAIT_FOR_JOIN,
+                NodeStatus::Halted => SdResult::HALT,
             };
-            Ok(stat_cluster(sheep, req))
+            stat_cluster(sheep, req)
         }
         Opcode::ClusterInfo => Ok(Bytes::from(cluster_info(sheep).encode())),
         Opcode::Exist => match sheep.gateway.store() {
@@ -193,7 +201,11 @@ fn object_size(sheep: &Sheep, oid: ObjectId) -> Result<u64, SdResult> {
 /// Checks that `offset + len` stays inside the object.
 fn check_range(sheep: &Sheep, oid: ObjectId, offset: u64, len: u32) -> Result<(), SdResult> {
     let size = object_size(sheep, oid)?;
-    if len > MAX_DATA || offset.checked_add(u64::from(len)).is_none_or(|end| end > size) {
+    if len > MAX_DATA
+        || offset
+            .checked_add(u64::from(len))
+            .is_none_or(|end| end > size)
+    {
         return Err(SdResult::INVALID_PARMS);
     }
     Ok(())
@@ -217,10 +229,10 @@ async fn read_obj(sheep: &Sheep, req: &SdRequest) -> OpResult {
     let oid = ObjectId(args.oid);
     check_range(sheep, oid, args.offset, req.data_length)?;
     let copies = copies_for(sheep, req, oid);
-    Ok(sheep
+    sheep
         .gateway
         .read(oid, args.offset, req.data_length, copies)
-        .await?)
+        .await
 }
 
 async fn write_obj(sheep: &Sheep, req: &SdRequest, data: Bytes) -> OpResult {
@@ -297,7 +309,8 @@ async fn new_vdi(sheep: &Sheep, req: &SdRequest, rsp: &mut SdResponse, data: &[u
         return Err(SdResult::NO_SUPPORT.into());
     }
     if args.block_size_shift != 0
-        && !(consts::MIN_BLOCK_SIZE_SHIFT..=consts::MAX_BLOCK_SIZE_SHIFT).contains(&args.block_size_shift)
+        && !(consts::MIN_BLOCK_SIZE_SHIFT..=consts::MAX_BLOCK_SIZE_SHIFT)
+            .contains(&args.block_size_shift)
     {
         return Err(SdResult::INVALID_PARMS.into());
     }
@@ -372,13 +385,21 @@ fn node_list(members: &[Member]) -> Vec<SdNode> {
         .collect()
 }
 
-fn stat_cluster(sheep: &Sheep, req: &SdRequest) -> Bytes {
+/// The epoch log, newest first, as many records as the client's buffer
+/// holds. A record with more nodes than the client's `nodes_nr` slots gets
+/// BUFFER_SMALL, as in Sheepdog, so the client asks again with more room
+/// rather than seeing a cut-down history.
+fn stat_cluster(sheep: &Sheep, req: &SdRequest) -> OpResult {
     let nodes_nr = req.cluster().nodes_nr as usize;
     let record = qemu_proto::cluster::epoch_log_size(nodes_nr);
     let fit = (req.data_length as usize).checked_div(record).unwrap_or(0);
     let cfg = sheep.format.config();
+    let epochs: Vec<_> = sheep.format.epochs().into_iter().take(fit).collect();
+    if epochs.iter().any(|e| e.nodes.len() > nodes_nr) {
+        return Err(SdResult::BUFFER_SMALL.into());
+    }
     let mut out = Vec::new();
-    for (i, e) in sheep.format.epochs().into_iter().take(fit).enumerate() {
+    for (i, e) in epochs.into_iter().enumerate() {
         let nodes = e
             .nodes
             .iter()
@@ -388,23 +409,37 @@ fn stat_cluster(sheep: &Sheep, req: &SdRequest) -> Bytes {
                 zone: *zone,
                 space: 0,
             })
-            .take(nodes_nr)
             .collect();
         // Only the newest record carries the cluster settings.
         let log = EpochLog {
-            ctime: if i == 0 { cfg.as_ref().map_or(0, |c| c.ctime) } else { 0 },
+            ctime: if i == 0 {
+                cfg.as_ref().map_or(0, |c| c.ctime)
+            } else {
+                0
+            },
             time: e.time,
             epoch: e.epoch,
             disable_recovery: false,
-            nr_copies: if i == 0 { cfg.as_ref().map_or(0, |c| c.copies) } else { 0 },
+            nr_copies: if i == 0 {
+                cfg.as_ref().map_or(0, |c| c.copies)
+            } else {
+                0
+            },
             copy_policy: 0,
-            flags: if i == 0 { cfg.as_ref().map_or(0, |c| c.flags) } else { 0 },
-            drv_name: if i == 0 { "gossip".into() } else { String::new() },
+            flags: if i == 0 {
+                cfg.as_ref().map_or(0, |c| c.flags)
+            } else {
+                0
+            },
+            drv_name: match (i, &cfg) {
+                (0, Some(c)) => c.store.clone(),
+                _ => String::new(),
+            },
             nodes,
         };
         out.extend_from_slice(&log.encode(nodes_nr));
     }
-    Bytes::from(out)
+    Ok(Bytes::from(out))
 }
 
 fn cluster_info(sheep: &Sheep) -> ClusterInfo {
