@@ -229,10 +229,7 @@ impl Gateway {
                     mode: CreateMode::Replace,
                     sync,
                 };
-                for r in self.fan_out(&targets, view.id, &rpc, &data).await? {
-                    r?;
-                }
-                Ok(())
+                self.fan_out_all(&targets, view.id, &rpc, &data).await
             }
         })
         .await
@@ -243,10 +240,8 @@ impl Gateway {
         self.settle(|view, placement| async move {
             let targets = placement.replicas(oid, copies);
             let rpc = ObjectRpc::Remove { oid: oid.0 };
-            for r in self.fan_out(&targets, view.id, &rpc, &Bytes::new()).await? {
-                r?;
-            }
-            Ok(())
+            self.fan_out_all(&targets, view.id, &rpc, &Bytes::new())
+                .await
         })
         .await
     }
@@ -255,13 +250,8 @@ impl Gateway {
     pub async fn flush_all(&self) -> Result<(), SheepError> {
         self.settle(|view, _| async move {
             let targets: Vec<SocketAddr> = view.storage_members().map(|m| m.addr).collect();
-            for r in self
-                .fan_out(&targets, view.id, &ObjectRpc::Flush, &Bytes::new())
-                .await?
-            {
-                r?;
-            }
-            Ok(())
+            self.fan_out_all(&targets, view.id, &ObjectRpc::Flush, &Bytes::new())
+                .await
         })
         .await
     }
@@ -292,6 +282,20 @@ impl Gateway {
             }
         }
         Ok(out)
+    }
+
+    /// Sends `rpc` to every target in parallel; succeeds only if all do.
+    async fn fan_out_all(
+        &self,
+        targets: &[SocketAddr],
+        view: u64,
+        rpc: &ObjectRpc,
+        data: &Bytes,
+    ) -> Result<(), SheepError> {
+        self.fan_out(targets, view, rpc, data)
+            .await?
+            .into_iter()
+            .collect()
     }
 
     /// Copies a whole object from `from` to `to`, which lacks it.

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -142,24 +142,12 @@ fn network(addr: SocketAddr, reason: &str) -> PeerError {
 /// Starts the writer and reader tasks of a new connection.
 fn spawn_connection(addr: SocketAddr, stream: TcpStream) -> Connection {
     let (read_half, mut write_half) = stream.into_split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
+    let (tx, rx) = mpsc::unbounded_channel::<Frame>();
     let pending: Pending = Arc::default();
 
     let writer = tokio::spawn(async move {
-        if write_half.write_all(&PREAMBLE).await.is_err() {
-            return;
-        }
-        let mut buf = BytesMut::new();
-        while let Some(frame) = rx.recv().await {
-            buf.clear();
-            frame.encode(&mut buf);
-            // Batch whatever else is queued into the same write.
-            while let Ok(more) = rx.try_recv() {
-                more.encode(&mut buf);
-            }
-            if write_half.write_all(&buf).await.is_err() {
-                break;
-            }
+        if write_half.write_all(&PREAMBLE).await.is_ok() {
+            super::write_frames(rx, write_half).await;
         }
     });
 

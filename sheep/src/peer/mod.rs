@@ -147,6 +147,25 @@ impl Frame {
     }
 }
 
+/// Writes every frame queued on `rx` to `w`, batching frames that are
+/// already waiting into one write, until the queue closes or `w` fails.
+pub async fn write_frames<W: AsyncWrite + Unpin>(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Frame>,
+    mut w: W,
+) {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = rx.recv().await {
+        buf.clear();
+        frame.encode(&mut buf);
+        while let Ok(more) = rx.try_recv() {
+            more.encode(&mut buf);
+        }
+        if w.write_all(&buf).await.is_err() {
+            break;
+        }
+    }
+}
+
 fn invalid(msg: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
 }

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::sync::{mpsc, watch};
 
 use super::{Frame, FrameKind};
@@ -20,27 +20,15 @@ pub trait PeerService: Send + Sync + 'static {
 /// closes or sends something malformed.
 pub async fn serve_peer<R, W>(
     read: R,
-    mut write: W,
+    write: W,
     service: Arc<dyn PeerService>,
     view: watch::Receiver<Arc<View>>,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
-    let writer = tokio::spawn(async move {
-        let mut buf = BytesMut::new();
-        while let Some(frame) = rx.recv().await {
-            buf.clear();
-            frame.encode(&mut buf);
-            while let Ok(more) = rx.try_recv() {
-                more.encode(&mut buf);
-            }
-            if write.write_all(&buf).await.is_err() {
-                break;
-            }
-        }
-    });
+    let (tx, rx) = mpsc::unbounded_channel::<Frame>();
+    let writer = tokio::spawn(super::write_frames(rx, write));
 
     let mut reader = BufReader::with_capacity(256 << 10, read);
     loop {
