@@ -53,7 +53,7 @@ for i in $(seq 0 $((nodes - 1))); do
     if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
         continue
     fi
-    "$bin/sheep" -p $((7000 + i)) -z "$i" "$home/n$i" >"$home/n$i.log" 2>&1 &
+    "$bin/sheep" -p $((7000 + i)) --nbd-port $((10809 + i)) -z "$i" "$home/n$i" >"$home/n$i.log" 2>&1 &
     echo $! >"$pidfile"
 done
 

@@ -59,6 +59,10 @@ pub struct Options {
     #[arg(short = 'c', long = "cluster", default_value = "local")]
     pub cluster: String,
 
+    /// NBD port (0 disables NBD); every node on one host needs its own.
+    #[arg(long = "nbd-port", default_value_t = 10809)]
+    pub nbd_port: u16,
+
     /// Gossip port (UDP and TCP); default: the data port + 10000.
     #[arg(long = "gossip-port")]
     pub gossip_port: Option<u16>,

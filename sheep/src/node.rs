@@ -30,7 +30,7 @@ use crate::format::{ClusterConfig, ClusterReply, ClusterRpc, FormatState};
 use crate::gateway::{apply_object_rpc, Gateway, ObjectReply, ObjectRpc};
 use crate::peer::{decode_meta, encode_meta, Endpoint, PeerClient, PeerService};
 use crate::store::ObjectStore;
-use crate::vdi::{VdiRegistry, VdiReply, VdiRpc, VdiService};
+use crate::vdi::{VdiRegistry, VdiReply, VdiRpc, VdiService, Volumes};
 
 /// How long a view must hold before it is logged as an epoch.
 const EPOCH_SETTLE: Duration = Duration::from_millis(500);
@@ -74,6 +74,8 @@ pub struct Sheep {
     pub gateway: Arc<Gateway>,
     /// VDI namespace.
     pub vdis: Arc<VdiService>,
+    /// VDIs open as block devices (for NBD).
+    pub volumes: Arc<Volumes>,
     waiting_for: Mutex<Option<BTreeSet<SocketAddr>>>,
     format_lock: tokio::sync::Mutex<()>,
 }
@@ -152,12 +154,14 @@ impl Sheep {
                 .map(|(addr, _, _)| *addr)
                 .collect::<BTreeSet<_>>()
         });
+        let volumes = Arc::new(Volumes::new(vdis.clone(), gateway.clone()));
         let sheep = Arc::new(Sheep {
             local,
             membership,
             format,
             gateway,
             vdis,
+            volumes,
             waiting_for: Mutex::new(waiting_for),
             format_lock: tokio::sync::Mutex::new(()),
         });

@@ -314,6 +314,11 @@ pub fn write(
             let n = read_full(&mut stdin, &mut data).map_err(|e| {
                 DogError::sysfail(format!("Failed to read from stdin: {}", strerror(&e)))
             })?;
+            if n == 0 {
+                // Input ended on an object boundary: nothing left to write
+                // (an unwritten object already reads as zeros).
+                return Ok(None);
+            }
             if n < len {
                 total = done + len as u64;
             }

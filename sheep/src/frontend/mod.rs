@@ -4,5 +4,6 @@
 //! peer protocol to other sheep; [`listener`] tells them apart by the first
 //! bytes of a connection.
 
+pub mod export;
 pub mod listener;
 pub mod sheepdog;

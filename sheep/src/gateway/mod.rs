@@ -235,6 +235,27 @@ impl Gateway {
         .await
     }
 
+    /// Creates `oid` as a copy of `src` (an object of `size` bytes) with
+    /// `data` laid over it at `offset`: copy-on-write of a shared object.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_from(
+        &self,
+        oid: ObjectId,
+        src: ObjectId,
+        src_copies: usize,
+        size: u64,
+        offset: u64,
+        data: Bytes,
+        copies: usize,
+        sync: bool,
+    ) -> Result<(), SheepError> {
+        let base = self.read(src, 0, size as u32, src_copies).await?;
+        let mut full = bytes::BytesMut::from(&base[..]);
+        let at = offset as usize;
+        full[at..at + data.len()].copy_from_slice(&data);
+        self.create(oid, 0, full.freeze(), copies, sync).await
+    }
+
     /// Removes `oid` from all of its replicas.
     pub async fn remove(&self, oid: ObjectId, copies: usize) -> Result<(), SheepError> {
         self.settle(|view, placement| async move {

@@ -16,8 +16,10 @@
 //!   in every node's registry.
 
 mod registry;
+mod volume;
 
 pub use registry::{RegistrySnapshot, ReserveConflict, VdiMeta, VdiRegistry};
+pub use volume::{Volume, Volumes};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! namespace and the cluster format. Errors become result codes here and
 //! nowhere else.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use qemu_proto::cluster::{ClusterInfo, ClusterStatus, EpochLog};
 use qemu_proto::consts::{self, SD_INODE_SIZE};
 use qemu_proto::header::{ClusterDefaultRsp, NodeRsp, VdiRsp};
@@ -131,9 +131,14 @@ async fn run(
                 reg.deleted_bytes()
             }))
         }
-        // Obsolete in Sheepdog, which answers this so that QEMU stops
-        // sending it and switches to synchronous (DIRECT) writes.
-        Opcode::FlushVdi => Err(SdResult::INVALID_PARMS.into()),
+        // Obsolete in Sheepdog, which answers INVALID_PARMS so that QEMU
+        // stops sending it and writes synchronously (DIRECT) from then on.
+        // QEMU takes that answer as a successful flush, so make the
+        // writeback-mode writes it sent before durable first.
+        Opcode::FlushVdi => {
+            sheep.gateway.flush_all().await?;
+            Err(SdResult::INVALID_PARMS.into())
+        }
         Opcode::GetClusterDefault => {
             let cfg = sheep.format.config();
             rsp.set_cluster_default(&ClusterDefaultRsp {
@@ -252,29 +257,25 @@ async fn create_and_write_obj(sheep: &Sheep, req: &SdRequest, data: Bytes) -> Op
     let oid = ObjectId(args.oid);
     check_range(sheep, oid, args.offset, data.len() as u32)?;
     let copies = copies_for(sheep, req, oid);
-    let (offset, content) = if req.flags & flags::CMD_COW != 0 {
-        // Copy-on-write: the new object starts as a copy of `cow_oid`, with
-        // the client's bytes laid over it.
+    let sync = wants_sync(req);
+    if req.flags & flags::CMD_COW != 0 {
+        // Copy-on-write: the new object starts as a copy of `cow_oid`.
         let src = ObjectId(args.cow_oid);
         let size = object_size(sheep, oid)?;
         if object_size(sheep, src)? != size {
             return Err(SdResult::INVALID_PARMS.into());
         }
-        let base = sheep
+        let src_copies = sheep.vdis.copies(src.vid());
+        sheep
             .gateway
-            .read(src, 0, size as u32, sheep.vdis.copies(src.vid()))
+            .create_from(oid, src, src_copies, size, args.offset, data, copies, sync)
             .await?;
-        let mut full = BytesMut::from(&base[..]);
-        let at = args.offset as usize;
-        full[at..at + data.len()].copy_from_slice(&data);
-        (0, full.freeze())
     } else {
-        (args.offset, data)
-    };
-    sheep
-        .gateway
-        .create(oid, offset, content, copies, wants_sync(req))
-        .await?;
+        sheep
+            .gateway
+            .create(oid, args.offset, data, copies, sync)
+            .await?;
+    }
     Ok(Bytes::new())
 }
 

@@ -1,0 +1,383 @@
+//! A VDI as a block device: byte ranges split into objects, objects
+//! allocated on first write, copy-on-write from a parent's objects, freed by
+//! trim, and reported by block status. Front ends (NBD) serve volumes
+//! through [`BlockExport`]; [`Volumes`] is the node's catalog of them.
+//!
+//! The inode's `data_vdi_id` array says which VDI owns each object (0: none
+//! yet, reads as zeros). A volume caches that array. Invariants:
+//! - One [`Volume`] per VDI per node, shared by every connection to it, so
+//!   two connections never both allocate the same object.
+//! - Allocating an object (first write, or copy-on-write of a parent's
+//!   object) runs under a per-object lock: create the object on its
+//!   replicas, then point the inode's index entry at it, then update the
+//!   cache. A crash in between leaves at worst an unreferenced object.
+//! - Freeing runs the other way: the index entry is cleared first, then the
+//!   object removed, so a reader never follows an index to a missing object.
+//! - Durability follows the client: with FUA each step is synced on every
+//!   replica; without, the next flush syncs everything written so far.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use bytes::{Bytes, BytesMut};
+use qemu_proto::inode::{self, InodeHeader};
+use qemu_proto::{ObjectId, SdResult};
+
+use super::VdiService;
+use crate::cluster::BoxFuture;
+use crate::error::SheepError;
+use crate::frontend::export::{BlockExport, ExportCatalog, Extent};
+use crate::gateway::Gateway;
+
+/// Allocation locks are striped: objects whose index is equal modulo this
+/// share a lock, which bounds memory for huge VDIs.
+const ALLOC_STRIPES: usize = 64;
+
+/// One open VDI.
+pub struct Volume {
+    gateway: Arc<Gateway>,
+    vid: u32,
+    size: u64,
+    object_shift: u8,
+    copies: usize,
+    read_only: bool,
+    index: RwLock<Vec<u32>>,
+    alloc_locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl Volume {
+    /// Opens the VDI `vid` whose inode header is `header`.
+    pub async fn open(
+        gateway: Arc<Gateway>,
+        vid: u32,
+        header: &InodeHeader,
+    ) -> Result<Self, SheepError> {
+        let copies = usize::from(header.nr_copies);
+        let count = header.nr_objects();
+        let raw = gateway
+            .read(
+                ObjectId::inode(vid),
+                inode::DATA_VDI_ID_OFFSET,
+                (count * 4) as u32,
+                copies,
+            )
+            .await?;
+        Ok(Volume {
+            gateway,
+            vid,
+            size: header.vdi_size,
+            object_shift: header.block_size_shift,
+            copies,
+            read_only: header.is_snapshot(),
+            index: RwLock::new(inode::decode_data_vdi_ids(&raw)),
+            alloc_locks: (0..ALLOC_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        })
+    }
+
+    fn object_size(&self) -> u64 {
+        1 << self.object_shift
+    }
+
+    fn owner(&self, idx: u32) -> u32 {
+        self.index.read().expect("index lock")[idx as usize]
+    }
+
+    /// Splits `[offset, offset + len)` into (object index, offset in the
+    /// object, length) pieces.
+    fn pieces(&self, offset: u64, len: u64) -> impl Iterator<Item = (u32, u64, u64)> {
+        let size = self.object_size();
+        let end = offset + len;
+        let mut pos = offset;
+        std::iter::from_fn(move || {
+            if pos >= end {
+                return None;
+            }
+            let idx = pos / size;
+            let start = pos % size;
+            let n = (size - start).min(end - pos);
+            pos += n;
+            Some((idx as u32, start, n))
+        })
+    }
+
+    fn check(&self, offset: u64, len: u64, write: bool) -> Result<(), SheepError> {
+        if write && self.read_only {
+            return Err(SdResult::READONLY.into());
+        }
+        match offset.checked_add(len) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(SdResult::INVALID_PARMS.into()),
+        }
+    }
+
+    async fn read_range(&self, offset: u64, len: u32) -> Result<Bytes, SheepError> {
+        self.check(offset, u64::from(len), false)?;
+        let reads = self
+            .pieces(offset, u64::from(len))
+            .map(|(idx, start, n)| async move {
+                match self.owner(idx) {
+                    0 => Ok(Bytes::from(vec![0u8; n as usize])),
+                    owner => {
+                        self.gateway
+                            .read(ObjectId::data(owner, idx), start, n as u32, self.copies)
+                            .await
+                    }
+                }
+            });
+        let parts = futures::future::try_join_all(reads).await?;
+        if parts.len() == 1 {
+            return Ok(parts.into_iter().next().expect("one part"));
+        }
+        let mut out = BytesMut::with_capacity(len as usize);
+        for p in parts {
+            out.extend_from_slice(&p);
+        }
+        Ok(out.freeze())
+    }
+
+    async fn write_range(&self, offset: u64, data: Bytes, fua: bool) -> Result<(), SheepError> {
+        self.check(offset, data.len() as u64, true)?;
+        let mut at = 0usize;
+        let writes: Vec<_> = self
+            .pieces(offset, data.len() as u64)
+            .map(|(idx, start, n)| {
+                let chunk = data.slice(at..at + n as usize);
+                at += n as usize;
+                self.write_object(idx, start, chunk, fua)
+            })
+            .collect();
+        futures::future::try_join_all(writes).await?;
+        Ok(())
+    }
+
+    /// Writes into one object, allocating it (or copying it from its owner)
+    /// first if this VDI does not own it yet.
+    async fn write_object(
+        &self,
+        idx: u32,
+        start: u64,
+        data: Bytes,
+        fua: bool,
+    ) -> Result<(), SheepError> {
+        let oid = ObjectId::data(self.vid, idx);
+        if self.owner(idx) != self.vid {
+            let _alloc = self.alloc_locks[idx as usize % ALLOC_STRIPES].lock().await;
+            match self.owner(idx) {
+                owner if owner == self.vid => {}
+                0 => {
+                    self.gateway
+                        .create(oid, start, data, self.copies, fua)
+                        .await?;
+                    return self.set_owner(idx, self.vid, fua).await;
+                }
+                parent => {
+                    self.gateway
+                        .create_from(
+                            oid,
+                            ObjectId::data(parent, idx),
+                            self.copies,
+                            self.object_size(),
+                            start,
+                            data,
+                            self.copies,
+                            fua,
+                        )
+                        .await?;
+                    return self.set_owner(idx, self.vid, fua).await;
+                }
+            }
+        }
+        self.gateway.write(oid, start, data, self.copies, fua).await
+    }
+
+    /// Points index entry `idx` at `owner` in the inode, then in the cache.
+    async fn set_owner(&self, idx: u32, owner: u32, sync: bool) -> Result<(), SheepError> {
+        self.gateway
+            .write(
+                ObjectId::inode(self.vid),
+                inode::data_vid_offset(idx),
+                Bytes::copy_from_slice(&owner.to_le_bytes()),
+                self.copies,
+                sync,
+            )
+            .await?;
+        self.index.write().expect("index lock")[idx as usize] = owner;
+        Ok(())
+    }
+
+    /// Makes a range read as zeros: whole objects are dropped from the
+    /// index (and removed if this VDI owns them); with `zero_partial`, the
+    /// allocated parts of partial objects are overwritten with zeros.
+    async fn discard(
+        &self,
+        offset: u64,
+        len: u64,
+        zero_partial: bool,
+        fua: bool,
+    ) -> Result<(), SheepError> {
+        self.check(offset, len, true)?;
+        let size = self.object_size();
+        for (idx, start, n) in self.pieces(offset, len).collect::<Vec<_>>() {
+            let alloc = self.alloc_locks[idx as usize % ALLOC_STRIPES].lock().await;
+            let owner = self.owner(idx);
+            if owner == 0 {
+                continue;
+            }
+            let whole = n == size || (start == 0 && u64::from(idx) * size + n >= self.size);
+            if whole {
+                // Unlink first: a crash then leaves an unreferenced object,
+                // never an index entry pointing at nothing.
+                self.set_owner(idx, 0, true).await?;
+                if owner == self.vid {
+                    self.gateway
+                        .remove(ObjectId::data(owner, idx), self.copies)
+                        .await?;
+                }
+            } else if zero_partial {
+                drop(alloc);
+                self.write_object(idx, start, Bytes::from(vec![0u8; n as usize]), fua)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn extents(&self, offset: u64, len: u64) -> Result<Vec<Extent>, SheepError> {
+        self.check(offset, len, false)?;
+        let mut out: Vec<Extent> = Vec::new();
+        for (idx, _, n) in self.pieces(offset, len) {
+            let hole = self.owner(idx) == 0;
+            match out.last_mut() {
+                Some(last) if last.hole == hole => last.len += n,
+                _ => out.push(Extent { len: n, hole }),
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl BlockExport for Volume {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn block_size(&self) -> u32 {
+        self.object_size().min(u64::from(u32::MAX)) as u32
+    }
+
+    fn read(&self, offset: u64, len: u32) -> BoxFuture<'_, Result<Bytes, SheepError>> {
+        Box::pin(self.read_range(offset, len))
+    }
+
+    fn write(&self, offset: u64, data: Bytes, fua: bool) -> BoxFuture<'_, Result<(), SheepError>> {
+        Box::pin(self.write_range(offset, data, fua))
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), SheepError>> {
+        Box::pin(self.gateway.flush_all())
+    }
+
+    fn trim(&self, offset: u64, len: u64) -> BoxFuture<'_, Result<(), SheepError>> {
+        Box::pin(self.discard(offset, len, false, false))
+    }
+
+    fn write_zeroes(
+        &self,
+        offset: u64,
+        len: u64,
+        fua: bool,
+    ) -> BoxFuture<'_, Result<(), SheepError>> {
+        Box::pin(self.discard(offset, len, true, fua))
+    }
+
+    fn block_status(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'_, Result<Vec<Extent>, SheepError>> {
+        Box::pin(std::future::ready(self.extents(offset, len)))
+    }
+}
+
+/// The node's open volumes, by vid, shared by all their connections.
+pub struct Volumes {
+    vdis: Arc<VdiService>,
+    gateway: Arc<Gateway>,
+    open: Mutex<HashMap<u32, Weak<Volume>>>,
+    opening: tokio::sync::Mutex<()>,
+}
+
+impl Volumes {
+    /// An empty catalog.
+    pub fn new(vdis: Arc<VdiService>, gateway: Arc<Gateway>) -> Self {
+        Volumes {
+            vdis,
+            gateway,
+            open: Mutex::new(HashMap::new()),
+            opening: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Opens a VDI by export name: `NAME`, `NAME@TAG` or `NAME@SNAPID`.
+    pub async fn open_volume(&self, export: &str) -> Result<Arc<Volume>, SheepError> {
+        let (name, tag, snapid) = match export.rsplit_once('@') {
+            Some((name, snap)) => match snap.parse::<u32>() {
+                Ok(id) => (name, "", id),
+                Err(_) => (name, snap, 0),
+            },
+            None => (export, "", 0),
+        };
+        let (vid, header) = self.vdis.lookup(name, tag, snapid).await?;
+        // One opener at a time, so two connections racing to open the same
+        // VDI end up sharing one volume.
+        let _one = self.opening.lock().await;
+        if let Some(v) = self
+            .open
+            .lock()
+            .expect("volumes lock")
+            .get(&vid)
+            .and_then(Weak::upgrade)
+        {
+            return Ok(v);
+        }
+        let volume = Arc::new(Volume::open(self.gateway.clone(), vid, &header).await?);
+        let mut open = self.open.lock().expect("volumes lock");
+        open.retain(|_, w| w.strong_count() > 0);
+        open.insert(vid, Arc::downgrade(&volume));
+        Ok(volume)
+    }
+
+    /// Names of the working (non-snapshot) VDIs.
+    pub async fn names(&self) -> Result<Vec<String>, SheepError> {
+        let mut names = Vec::new();
+        for vid in self.vdis.registry().live_vids() {
+            match self.vdis.read_header(vid).await {
+                Ok(h) if !h.is_snapshot() && !h.is_deleted() => names.push(h.name),
+                Ok(_) => {}
+                Err(e) if e.is_no_object() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(names)
+    }
+}
+
+impl ExportCatalog for Volumes {
+    fn open(&self, name: &str) -> BoxFuture<'_, Result<Arc<dyn BlockExport>, SheepError>> {
+        let name = name.to_string();
+        Box::pin(async move {
+            let v: Arc<dyn BlockExport> = self.open_volume(&name).await?;
+            Ok(v)
+        })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<String>, SheepError>> {
+        Box::pin(self.names())
+    }
+}
