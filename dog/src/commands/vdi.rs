@@ -7,13 +7,14 @@
 //! [`super::vdi_io`].
 
 use qemu_proto::consts::{SD_INODE_DATA_INDEX, SD_INODE_HEADER_SIZE, VDI_BITMAP_BYTES};
-use qemu_proto::inode::{data_vid_offset, decode_data_vdi_ids, DATA_VDI_ID_OFFSET};
+use qemu_proto::inode::{decode_data_vdi_ids, DATA_VDI_ID_OFFSET};
 use qemu_proto::{InodeHeader, ObjectId, Opcode, SdResult, VdiArgs};
 
 use crate::client::{request, Connection, Reply};
+use crate::commands::vdi_io::WriteChunk;
 use crate::commands::{
     check_vdi_name, connect_with_nodes, find_vdi, name_payload, open_failed, print_out,
-    read_failed, read_obj_req, read_object, warn, write_failed, write_obj_req, Ctx, WriteSpec,
+    read_failed, read_obj_req, read_object, warn, Ctx, WriteSpec,
 };
 use crate::error::{exit, DogError};
 use crate::options::{Copies, SnapshotSel};
@@ -256,47 +257,6 @@ fn cluster_block_size_shift(conn: &mut Connection, name: &str) -> Result<u8, Dog
     Ok(cinfo.block_size_shift)
 }
 
-/// Preallocation of one data object: create it empty, then record it in the
-/// inode's index.
-struct PreallocTask {
-    spec: WriteSpec,
-    inode_oid: ObjectId,
-    vid: u32,
-    idx: u32,
-    created: bool,
-}
-
-impl Task for PreallocTask {
-    type Output = ();
-
-    fn step(&mut self, reply: Option<Reply>) -> Result<Step<()>, DogError> {
-        let Some(reply) = reply else {
-            return Ok(Step::Send(write_obj_req(&self.spec), Vec::new()));
-        };
-        if !self.created {
-            if reply.rsp.result != SdResult::SUCCESS {
-                return Err(write_failed(self.spec.oid, reply.rsp.result));
-            }
-            self.created = true;
-            let spec = WriteSpec {
-                oid: self.inode_oid,
-                cow_oid: 0,
-                offset: data_vid_offset(self.idx),
-                create: false,
-                ..self.spec
-            };
-            return Ok(Step::Send(
-                write_obj_req(&spec),
-                self.vid.to_le_bytes().to_vec(),
-            ));
-        }
-        if reply.rsp.result != SdResult::SUCCESS {
-            return Err(write_failed(self.inode_oid, reply.rsp.result));
-        }
-        Ok(Step::Done(()))
-    }
-}
-
 /// `vdi create -P`: creates every data object of the new VDI.
 fn prealloc(conn: &mut Connection, vid: u32) -> Result<(), DogError> {
     let inode_oid = ObjectId::inode(vid);
@@ -314,7 +274,7 @@ fn prealloc(conn: &mut Connection, vid: u32) -> Result<(), DogError> {
             if idx >= max_idx {
                 return Ok(None);
             }
-            let task = PreallocTask {
+            let task = WriteChunk {
                 spec: WriteSpec {
                     oid: ObjectId::data(vid, idx),
                     cow_oid: 0,
@@ -323,10 +283,11 @@ fn prealloc(conn: &mut Connection, vid: u32) -> Result<(), DogError> {
                     copy_policy: inode.copy_policy,
                     create: true,
                 },
+                data: Vec::new(),
                 inode_oid,
                 vid,
                 idx,
-                created: false,
+                written: false,
             };
             idx += 1;
             Ok(Some(task))

@@ -215,14 +215,22 @@ pub fn read(
         .map_err(|e| DogError::sysfail(format!("Failed to write to stdout: {}", strerror(&e))))
 }
 
-/// One object's share of a write.
-struct WriteChunk {
-    spec: WriteSpec,
-    data: Vec<u8>,
-    inode_oid: ObjectId,
-    vid: u32,
-    idx: u32,
-    written: bool,
+/// One object's share of a write: write (or create) the object, then, if
+/// it was created, point the inode's index entry at it. Also used with no
+/// data by `vdi create -P` to preallocate objects.
+pub(crate) struct WriteChunk {
+    /// The object write.
+    pub spec: WriteSpec,
+    /// Bytes to write at `spec.offset`.
+    pub data: Vec<u8>,
+    /// The VDI's inode object.
+    pub inode_oid: ObjectId,
+    /// The VDI's vid (the new index entry).
+    pub vid: u32,
+    /// The object's index in the VDI.
+    pub idx: u32,
+    /// Set once the object write has succeeded.
+    pub written: bool,
 }
 
 impl Task for WriteChunk {
