@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::Parser;
 use sheep::config::Options;
-use sheep::frontend::listener;
+use sheep::frontend::{listener, nbd};
 use sheep::node::Sheep;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -21,6 +21,17 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
+    // Bind every port before joining the cluster, so a clash fails fast.
+    let nbd_listener = if opts.nbd_port != 0 {
+        let addr = std::net::SocketAddr::new(opts.bind, opts.nbd_port);
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for NBD on {addr}"))?;
+        tracing::info!(%addr, "serving VDIs over NBD");
+        Some(l)
+    } else {
+        None
+    };
     let sheep = Sheep::start(&opts)
         .await
         .with_context(|| format!("cannot start sheep in {}", opts.store_dir.display()))?;
@@ -31,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
         "sheep is serving"
     );
     let server = tokio::spawn(listener::serve(sheep.clone(), listener));
+    let nbd = nbd_listener.map(|l| tokio::spawn(nbd::serve(sheep.volumes.clone(), l)));
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -40,6 +52,9 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("leaving the cluster");
     server.abort();
+    if let Some(nbd) = nbd {
+        nbd.abort();
+    }
     sheep.shutdown().await;
     Ok(())
 }

@@ -6,4 +6,5 @@
 
 pub mod export;
 pub mod listener;
+pub mod nbd;
 pub mod sheepdog;

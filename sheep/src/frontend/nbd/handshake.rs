@@ -90,7 +90,11 @@ where
             if option == NBD_OPT_EXPORT_NAME {
                 return Ok(None); // no error reply exists for it
             }
-            let kind = if is_known(option) { NBD_REP_ERR_TOO_BIG } else { NBD_REP_ERR_UNSUP };
+            let kind = if is_known(option) {
+                NBD_REP_ERR_TOO_BIG
+            } else {
+                NBD_REP_ERR_UNSUP
+            };
             send_error(writer, option, kind, "option too long").await?;
             continue;
         }
@@ -176,7 +180,13 @@ async fn export_name<W: AsyncWrite + Unpin>(
     writer.write_all(&buf).await?;
     writer.flush().await?;
     let block_status = state.meta_export.as_deref() == Some(name.as_str());
-    Ok(Some(Session { export, name, structured: state.structured, block_status, flags }))
+    Ok(Some(Session {
+        export,
+        name,
+        structured: state.structured,
+        block_status,
+        flags,
+    }))
 }
 
 /// `NBD_OPT_LIST`: one `REP_SERVER` per export, then `ACK`.
@@ -198,7 +208,10 @@ async fn list<W: AsyncWrite + Unpin>(
         }
     };
     let mut buf = Vec::new();
-    for name in names.iter().filter(|n| !n.is_empty() && n.len() <= MAX_STRING) {
+    for name in names
+        .iter()
+        .filter(|n| !n.is_empty() && n.len() <= MAX_STRING)
+    {
         let mut payload = Vec::with_capacity(4 + name.len());
         payload.put_u32(name.len() as u32);
         payload.put_slice(name.as_bytes());
@@ -233,7 +246,9 @@ async fn info_or_go<W: AsyncWrite + Unpin>(
     };
     if name.is_empty() {
         let msg = "no default export: give a VDI name";
-        return send_error(writer, option, NBD_REP_ERR_UNKNOWN, msg).await.map(|_| None);
+        return send_error(writer, option, NBD_REP_ERR_UNKNOWN, msg)
+            .await
+            .map(|_| None);
     }
     let export = match catalog.open(&name).await {
         Ok(e) => e,
@@ -241,7 +256,9 @@ async fn info_or_go<W: AsyncWrite + Unpin>(
             // Missing or unavailable right now: either way the export is
             // not available; the message says why.
             let msg = format!("{name}: {e}");
-            return send_error(writer, option, NBD_REP_ERR_UNKNOWN, &msg).await.map(|_| None);
+            return send_error(writer, option, NBD_REP_ERR_UNKNOWN, &msg)
+                .await
+                .map(|_| None);
         }
     };
     let flags = transmission_flags(export.as_ref(), state.structured);
@@ -270,7 +287,13 @@ async fn info_or_go<W: AsyncWrite + Unpin>(
         return Ok(None);
     }
     let block_status = state.meta_export.as_deref() == Some(name.as_str());
-    Ok(Some(Session { export, name, structured: state.structured, block_status, flags }))
+    Ok(Some(Session {
+        export,
+        name,
+        structured: state.structured,
+        block_status,
+        flags,
+    }))
 }
 
 /// `NBD_OPT_LIST_META_CONTEXT` and `NBD_OPT_SET_META_CONTEXT`. We offer
@@ -402,8 +425,9 @@ pub fn truncate(message: &str) -> &str {
     &message[..end]
 }
 
-/// Reads and drops `len` bytes without buffering them.
-async fn skip<R: AsyncRead + Unpin>(reader: &mut R, len: u32) -> io::Result<()> {
+/// Reads and drops `len` bytes without buffering them (`UnexpectedEof` if
+/// the input ends first).
+pub async fn skip<R: AsyncRead + Unpin>(reader: &mut R, len: u32) -> io::Result<()> {
     let copied = tokio::io::copy(&mut reader.take(len as u64), &mut tokio::io::sink()).await?;
     if copied < len as u64 {
         return Err(io::ErrorKind::UnexpectedEof.into());
