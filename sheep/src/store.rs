@@ -38,6 +38,15 @@ pub enum StoreError {
     Io(#[from] io::Error),
 }
 
+/// What the next flush must sync.
+#[derive(Default)]
+struct Dirty {
+    /// Objects written without sync.
+    objects: HashSet<ObjectId>,
+    /// A create without sync renamed a file into the directory.
+    dir: bool,
+}
+
 /// How [`ObjectStore::create`] treats an object that already exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CreateMode {
@@ -57,7 +66,7 @@ struct Inner {
     obj_dir: PathBuf,
     tmp_dir: PathBuf,
     nosync: bool,
-    dirty: Mutex<HashSet<ObjectId>>,
+    dirty: Mutex<Dirty>,
     tmp_seq: AtomicU64,
 }
 
@@ -76,7 +85,7 @@ impl ObjectStore {
                 obj_dir,
                 tmp_dir,
                 nosync,
-                dirty: Mutex::new(HashSet::new()),
+                dirty: Mutex::new(Dirty::default()),
                 tmp_seq: AtomicU64::new(0),
             }),
         })
@@ -207,7 +216,7 @@ impl Inner {
             // The client waits for this write to be durable on every replica.
             self.sync_file(&file)?;
         } else {
-            self.dirty.lock().expect("dirty lock").insert(oid);
+            self.dirty.lock().expect("dirty lock").objects.insert(oid);
         }
         Ok(())
     }
@@ -258,13 +267,15 @@ impl Inner {
             // The rename is durable only once the directory is.
             self.sync_dir()?;
         } else {
-            self.dirty.lock().expect("dirty lock").insert(oid);
+            let mut dirty = self.dirty.lock().expect("dirty lock");
+            dirty.objects.insert(oid);
+            dirty.dir = true;
         }
         Ok(())
     }
 
     fn remove(&self, oid: ObjectId) -> Result<(), StoreError> {
-        self.dirty.lock().expect("dirty lock").remove(&oid);
+        self.dirty.lock().expect("dirty lock").objects.remove(&oid);
         match std::fs::remove_file(self.path(oid)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
@@ -273,18 +284,29 @@ impl Inner {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        let dirty: Vec<ObjectId> = self.dirty.lock().expect("dirty lock").drain().collect();
-        for oid in &dirty {
-            match self.open_existing(*oid, false) {
-                Ok(f) => self.sync_file(&f)?,
-                Err(StoreError::NoObject(_)) => {}
-                Err(e) => return Err(e),
+        let dirty = std::mem::take(&mut *self.dirty.lock().expect("dirty lock"));
+        let result = (|| {
+            for oid in &dirty.objects {
+                match self.open_existing(*oid, false) {
+                    Ok(f) => self.sync_file(&f)?,
+                    Err(StoreError::NoObject(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
+            // Only a create changes the directory; plain writes need no
+            // directory sync.
+            if dirty.dir {
+                self.sync_dir()?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            // Keep them dirty: the next flush must try again.
+            let mut d = self.dirty.lock().expect("dirty lock");
+            d.objects.extend(dirty.objects);
+            d.dir |= dirty.dir;
         }
-        if !dirty.is_empty() {
-            self.sync_dir()?;
-        }
-        Ok(())
+        result
     }
 
     fn list(&self) -> Result<Vec<ObjectId>, StoreError> {
