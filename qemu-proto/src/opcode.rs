@@ -163,10 +163,14 @@ pub enum Opcode {
     SetVnodes = 0xcc,
     /// `SD_OP_GET_VNODES`
     GetVnodes = 0xcd,
+    /// Sheepfold extension `SD_OP_FLATTEN_VDI`: copy every object a VDI
+    /// shares with its ancestors into the VDI itself, online, so that it no
+    /// longer depends on them. Payload: the name (256 bytes, WRITE flag).
+    FlattenVdi = 0xe0,
 }
 
 /// Every defined opcode, in ascending numeric order.
-pub const ALL_OPCODES: [Opcode; 76] = [
+pub const ALL_OPCODES: [Opcode; 77] = [
     Opcode::CreateAndWriteObj,
     Opcode::ReadObj,
     Opcode::WriteObj,
@@ -243,6 +247,7 @@ pub const ALL_OPCODES: [Opcode; 76] = [
     Opcode::SetRecovery,
     Opcode::SetVnodes,
     Opcode::GetVnodes,
+    Opcode::FlattenVdi,
 ];
 
 impl Opcode {
@@ -350,6 +355,7 @@ impl Opcode {
             Opcode::SetRecovery => "SD_OP_SET_RECOVERY",
             Opcode::SetVnodes => "SD_OP_SET_VNODES",
             Opcode::GetVnodes => "SD_OP_GET_VNODES",
+            Opcode::FlattenVdi => "SD_OP_FLATTEN_VDI",
         }
     }
 
@@ -387,7 +393,7 @@ mod tests {
             }
         }
         assert_eq!(n, ALL_OPCODES.len());
-        assert_eq!(n, 76);
+        assert_eq!(n, 77, "76 Sheepdog opcodes and one Sheepfold extension");
         assert!(ALL_OPCODES.windows(2).all(|w| w[0].as_u8() < w[1].as_u8()));
     }
 
