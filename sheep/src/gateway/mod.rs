@@ -210,7 +210,8 @@ impl Gateway {
         .await
     }
 
-    /// Creates `oid` on all of its replicas with `data` at `offset`.
+    /// Creates `oid` on all of its replicas with `data` at `offset`,
+    /// replacing any copy already there.
     pub async fn create(
         &self,
         oid: ObjectId,
@@ -219,6 +220,21 @@ impl Gateway {
         copies: usize,
         sync: bool,
     ) -> Result<(), SheepError> {
+        self.create_with_mode(oid, offset, data, copies, sync, CreateMode::Replace)
+            .await
+    }
+
+    /// Creates `oid` on all of its replicas; `mode` says what happens to a
+    /// copy already there.
+    pub async fn create_with_mode(
+        &self,
+        oid: ObjectId,
+        offset: u64,
+        data: Bytes,
+        copies: usize,
+        sync: bool,
+        mode: CreateMode,
+    ) -> Result<(), SheepError> {
         self.settle(|view, placement| {
             let data = data.clone();
             async move {
@@ -226,7 +242,7 @@ impl Gateway {
                 let rpc = ObjectRpc::Create {
                     oid: oid.0,
                     offset,
-                    mode: CreateMode::Replace,
+                    mode,
                     sync,
                 };
                 self.fan_out_all(&targets, view.id, &rpc, &data).await

@@ -1,24 +1,34 @@
-//! The VDI namespace: names to vids, creation and deletion.
+//! The VDI namespace: names to vids; creating, snapshotting, cloning and
+//! deleting VDIs.
 //!
 //! Sheepdog maps a name to a vid by hashing it (FNV-1a, 24 bits) and probing
 //! upwards for a free vid; lookups walk the same chain and read inode
-//! headers. Sheepdog orders creates through its coordinator; Sheepfold
-//! orders them through placement instead:
-//! - The *owner* of a name is the primary replica of the inode object of the
-//!   name's hash vid. Every create and delete of that name runs on its owner,
-//!   one at a time, so of two simultaneous creates of one name exactly one
-//!   succeeds and the other finds the VDI and answers VDI_EXIST.
-//! - Different names can probe into the same vid. Before writing an inode the
-//!   owner reserves the vid (with the name) on every member of its view, in
-//!   that view; a vid or a name already reserved elsewhere is refused, so two
-//!   owners never hand out one vid, even while views change.
-//! - Then the inode is written to all its replicas, and the vid is committed
-//!   in every node's registry.
+//! headers. Sheepdog orders these operations through its coordinator;
+//! Sheepfold orders them through placement instead:
+//! - A VDI made from nothing is made by the *owner of its name*: the primary
+//!   replica of the inode object of the name's hash vid. Creates of one name
+//!   run there one at a time, so of two simultaneous creates exactly one
+//!   succeeds and the other answers VDI_EXIST.
+//! - VDIs that share objects form a *family* (a VDI, its snapshots, their
+//!   clones...), named by its root vid. Every operation that changes who
+//!   shares what (snapshot, clone, rollback, delete, flatten) runs on the
+//!   *owner of the family*, the primary replica of the root's inode, one at
+//!   a time, so a delete never frees an object a clone is taking a
+//!   reference to.
+//! - Before an inode is written, its vid is reserved, with its name, on
+//!   every member of the view, in that view. A vid taken, a name being made
+//!   elsewhere or an existing working VDI of that name is refused by any
+//!   member, so two owners (say, in two views during a membership change)
+//!   never hand out one vid or make one name twice.
+//! - Then the inode is written to all its replicas and the VDI committed in
+//!   every node's registry (which marks snapshots read-only everywhere).
 
+mod make;
+mod prune;
 mod registry;
 mod volume;
 
-pub use registry::{RegistrySnapshot, ReserveConflict, VdiMeta, VdiRegistry};
+pub use registry::{Claim, RegistrySnapshot, ReserveConflict, VdiMeta, VdiRegistry};
 pub use volume::{Volume, Volumes};
 
 use std::net::SocketAddr;
@@ -26,7 +36,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use qemu_proto::hash::sd_hash_vdi;
 use qemu_proto::inode::{self, InodeHeader};
 use qemu_proto::{ObjectId, SdResult};
@@ -38,62 +47,59 @@ use crate::format::FormatState;
 use crate::gateway::Gateway;
 use crate::peer::Endpoint;
 
-/// How many objects a delete removes at once.
-const DELETE_PARALLELISM: usize = 16;
-
-/// A request to create a VDI (NEW_VDI).
+/// A NEW_VDI request: a create, clone, snapshot or rebase (Sheepdog's
+/// dispatch on `snapid` and `base_vdi_id`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CreateVdi {
+pub struct NewVdi {
     /// Name.
     pub name: String,
-    /// Size in bytes.
+    /// Size in bytes (0 for a clone: the base's size).
     pub size: u64,
-    /// Copies (0: the cluster default).
+    /// Copies (0: the cluster default; clones take the base's).
     pub copies: u8,
     /// log2 object size (0: the cluster default).
     pub block_size_shift: u8,
+    /// Nonzero: make a snapshot (with `base` the working VDI) or rebase.
+    pub snapid: u32,
+    /// The VDI to clone or snapshot (0: a new VDI).
+    pub base: u32,
+}
+
+/// Names a VDI: the working VDI of `name`, or one of its snapshots.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VdiRef {
+    /// Name.
+    pub name: String,
+    /// Snapshot tag ("" for none).
+    pub tag: String,
+    /// Snapshot id (0 for none).
+    pub snapid: u32,
 }
 
 /// Messages of the VDI namespace between sheep.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum VdiRpc {
-    /// Create a VDI; sent to the name's owner.
-    Create(CreateVdi),
-    /// Delete a VDI; sent to the name's owner.
-    Delete {
-        /// Name.
-        name: String,
-        /// Snapshot tag ("" for none).
-        tag: String,
-        /// Snapshot id (0 for the working VDI).
-        snapid: u32,
-    },
-    /// Look a name up; sent to the owner when the local registry misses.
-    Lookup {
-        /// Name.
-        name: String,
-        /// Snapshot tag.
-        tag: String,
-        /// Snapshot id.
-        snapid: u32,
-    },
-    /// Hold a vid for a create of `name`.
-    Reserve {
-        /// The vid.
-        vid: u32,
-        /// The name being created.
-        name: String,
-    },
+    /// Make a VDI; sent to the name's or the family's owner.
+    New(NewVdi),
+    /// Delete a VDI; sent to its family's owner.
+    Delete(VdiRef),
+    /// Copy every shared object into a VDI; sent to its family's owner.
+    Flatten(VdiRef),
+    /// Look a name up; sent to the name's owner when the local registry
+    /// does not know it.
+    Lookup(VdiRef),
+    /// Hold a vid for a VDI being made.
+    Reserve(Claim),
     /// Drop a reservation.
     Release {
         /// The vid.
         vid: u32,
     },
-    /// A VDI was created.
+    /// A VDI was made or changed.
     Commit {
         /// The vid.
         vid: u32,
-        /// Its copies and object size.
+        /// What every node should know of it.
         meta: VdiMeta,
     },
     /// A VDI was deleted.
@@ -110,7 +116,7 @@ pub enum VdiRpc {
 pub enum VdiReply {
     /// Done.
     Done,
-    /// The vid of a created, deleted or found VDI.
+    /// The vid of a made, deleted or found VDI.
     Vid(u32),
     /// A reservation was refused.
     Conflict(ReserveConflict),
@@ -171,6 +177,11 @@ impl VdiService {
         1u64 << shift
     }
 
+    /// True if `vid` is a snapshot: its data objects are read-only.
+    pub fn is_snapshot(&self, vid: u32) -> bool {
+        self.registry.meta(vid).is_some_and(|m| m.snapshot)
+    }
+
     /// Reads a VDI's inode header.
     pub async fn read_header(&self, vid: u32) -> Result<InodeHeader, SheepError> {
         let bytes = self
@@ -185,25 +196,30 @@ impl VdiService {
         InodeHeader::decode(&bytes).map_err(|_| SdResult::EIO.into())
     }
 
-    /// Finds the vid of `name` (and a snapshot by tag or id).
-    pub async fn lookup(
-        &self,
-        name: &str,
-        tag: &str,
-        snapid: u32,
-    ) -> Result<(u32, InodeHeader), SheepError> {
-        match self.lookup_local(name, tag, snapid).await {
-            Err(SheepError::Result(r)) if r == SdResult::NO_VDI => {}
+    /// Reads a VDI's data_vdi_id array.
+    pub async fn read_index(&self, vid: u32, header: &InodeHeader) -> Result<Vec<u32>, SheepError> {
+        let bytes = self
+            .gateway
+            .read(
+                ObjectId::inode(vid),
+                inode::DATA_VDI_ID_OFFSET,
+                (header.nr_objects() * 4) as u32,
+                usize::from(header.nr_copies),
+            )
+            .await?;
+        Ok(inode::decode_data_vdi_ids(&bytes))
+    }
+
+    /// Finds a VDI: the working VDI of a name, or a snapshot by tag or id.
+    pub async fn lookup(&self, r: &VdiRef) -> Result<(u32, InodeHeader), SheepError> {
+        match self.lookup_local(r).await {
+            Err(SheepError::Result(code)) if code == SdResult::NO_VDI => {}
             other => return other,
         }
         // Our registry may lag behind a create that just happened; the
-        // owner's is authoritative for its names.
-        let rpc = VdiRpc::Lookup {
-            name: name.to_string(),
-            tag: tag.to_string(),
-            snapid,
-        };
-        let vid = match self.on_owner(name, rpc).await? {
+        // name's owner has it.
+        let key = ObjectId::inode(sd_hash_vdi(&r.name));
+        let vid = match self.on_owner(key, VdiRpc::Lookup(r.clone())).await? {
             VdiReply::Vid(vid) => vid,
             _ => return Err(SdResult::NO_VDI.into()),
         };
@@ -211,34 +227,28 @@ impl VdiService {
     }
 
     /// Looks a name up along its probe chain in this node's registry.
-    async fn lookup_local(
-        &self,
-        name: &str,
-        tag: &str,
-        snapid: u32,
-    ) -> Result<(u32, InodeHeader), SheepError> {
+    async fn lookup_local(&self, r: &VdiRef) -> Result<(u32, InodeHeader), SheepError> {
         let mut name_exists = false;
-        for vid in self.registry.chain(sd_hash_vdi(name)).into_iter().rev() {
+        for vid in self.registry.chain(sd_hash_vdi(&r.name)).into_iter().rev() {
             let header = match self.read_header(vid).await {
                 Ok(h) => h,
                 Err(e) if e.is_no_object() => continue,
                 Err(e) => return Err(e),
             };
-            if header.name != name {
+            if header.name != r.name {
                 continue;
             }
-            if tag.is_empty() && snapid == 0 {
-                if header.is_snapshot() {
+            if r.tag.is_empty() && r.snapid == 0 {
+                if header.is_snapshot() || self.is_snapshot(vid) {
                     // Only snapshots remain: the working VDI was deleted.
                     return Err(SdResult::NO_VDI.into());
                 }
                 return Ok((vid, header));
             }
             name_exists = true;
-            if header.is_snapshot()
-                && ((!tag.is_empty() && header.tag == tag)
-                    || (snapid != 0 && header.snap_id == snapid))
-            {
+            let tag_matches = !r.tag.is_empty() && header.tag == r.tag;
+            let id_matches = r.snapid != 0 && header.snap_id == r.snapid;
+            if header.is_snapshot() && (tag_matches || id_matches) {
                 return Ok((vid, header));
             }
         }
@@ -250,38 +260,58 @@ impl VdiService {
         .into())
     }
 
-    /// Creates a VDI (on the name's owner) and returns its vid.
-    pub async fn create(&self, req: CreateVdi) -> Result<u32, SheepError> {
-        match self
-            .on_owner(&req.name.clone(), VdiRpc::Create(req))
-            .await?
-        {
-            VdiReply::Vid(vid) => Ok(vid),
-            _ => Err(SdResult::SYSTEM_ERROR.into()),
-        }
+    /// The family a VDI belongs to.
+    fn family_of(&self, vid: u32) -> Result<u32, SheepError> {
+        self.registry
+            .meta(vid)
+            .map(|m| m.family)
+            .ok_or_else(|| SdResult::NO_VDI.into())
     }
 
-    /// Deletes a VDI and frees its objects (on the name's owner).
-    pub async fn delete(&self, name: &str, tag: &str, snapid: u32) -> Result<u32, SheepError> {
-        let rpc = VdiRpc::Delete {
-            name: name.to_string(),
-            tag: tag.to_string(),
-            snapid,
+    /// Makes a VDI (NEW_VDI) and returns the vid the client should use.
+    pub async fn new_vdi(&self, req: NewVdi) -> Result<u32, SheepError> {
+        let key = if req.base == 0 {
+            ObjectId::inode(sd_hash_vdi(&req.name))
+        } else {
+            ObjectId::inode(
+                self.family_of(req.base)
+                    .map_err(|_| SdResult::NO_BASE_VDI)?,
+            )
         };
-        match self.on_owner(name, rpc).await? {
+        match self.on_owner(key, VdiRpc::New(req)).await? {
             VdiReply::Vid(vid) => Ok(vid),
             _ => Err(SdResult::SYSTEM_ERROR.into()),
         }
     }
 
-    /// Runs `rpc` on the owner of `name`: here, or forwarded in our view.
-    async fn on_owner(&self, name: &str, rpc: VdiRpc) -> Result<VdiReply, SheepError> {
-        let owner_oid = ObjectId::inode(sd_hash_vdi(name));
+    /// Deletes a VDI and frees the objects nothing references any more.
+    pub async fn delete(&self, r: VdiRef) -> Result<u32, SheepError> {
+        let (vid, _) = self.lookup(&r).await?;
+        let key = ObjectId::inode(self.family_of(vid)?);
+        match self.on_owner(key, VdiRpc::Delete(r)).await? {
+            VdiReply::Vid(vid) => Ok(vid),
+            _ => Err(SdResult::SYSTEM_ERROR.into()),
+        }
+    }
+
+    /// Makes a VDI independent of its ancestors.
+    pub async fn flatten(&self, r: VdiRef) -> Result<u32, SheepError> {
+        let (vid, _) = self.lookup(&r).await?;
+        let key = ObjectId::inode(self.family_of(vid)?);
+        match self.on_owner(key, VdiRpc::Flatten(r)).await? {
+            VdiReply::Vid(vid) => Ok(vid),
+            _ => Err(SdResult::SYSTEM_ERROR.into()),
+        }
+    }
+
+    /// Runs `rpc` on the owner of `key` (the primary replica of that inode
+    /// object): here, or forwarded in our view.
+    async fn on_owner(&self, key: ObjectId, rpc: VdiRpc) -> Result<VdiReply, SheepError> {
         self.gateway
             .settle(|view, placement| {
                 let rpc = rpc.clone();
                 async move {
-                    let owner = placement.primary(owner_oid).ok_or(SheepError::NoStorage)?;
+                    let owner = placement.primary(key).ok_or(SheepError::NoStorage)?;
                     if owner == self.local {
                         return self.handle_in(&view, rpc).await;
                     }
@@ -304,16 +334,14 @@ impl VdiService {
 
     async fn handle_in(&self, view: &View, rpc: VdiRpc) -> Result<VdiReply, SheepError> {
         match rpc {
-            VdiRpc::Create(req) => self.create_as_owner(view, req).await.map(VdiReply::Vid),
-            VdiRpc::Delete { name, tag, snapid } => self
-                .delete_as_owner(view, &name, &tag, snapid)
-                .await
-                .map(VdiReply::Vid),
-            VdiRpc::Lookup { name, tag, snapid } => self
-                .lookup_local(&name, &tag, snapid)
+            VdiRpc::New(req) => self.make(view, req).await.map(VdiReply::Vid),
+            VdiRpc::Delete(r) => self.delete_as_owner(view, &r).await.map(VdiReply::Vid),
+            VdiRpc::Flatten(r) => self.flatten_as_owner(view, &r).await.map(VdiReply::Vid),
+            VdiRpc::Lookup(r) => self
+                .lookup_local(&r)
                 .await
                 .map(|(vid, _)| VdiReply::Vid(vid)),
-            VdiRpc::Reserve { vid, name } => Ok(match self.registry.reserve(vid, &name) {
+            VdiRpc::Reserve(claim) => Ok(match self.registry.reserve(&claim) {
                 Ok(()) => VdiReply::Done,
                 Err(c) => VdiReply::Conflict(c),
             }),
@@ -335,160 +363,9 @@ impl VdiService {
         }
     }
 
-    async fn create_as_owner(&self, view: &View, req: CreateVdi) -> Result<u32, SheepError> {
-        let _one_at_a_time = self.owner_lock.lock().await;
-        let config = self.format.config().ok_or(SdResult::WAIT_FOR_FORMAT)?;
-        let copies = if req.copies == 0 {
-            config.copies
-        } else {
-            req.copies
-        };
-        let shift = if req.block_size_shift == 0 {
-            config.block_size_shift
-        } else {
-            req.block_size_shift
-        };
-        if req.size > inode::max_vdi_size(shift) || copies == 0 {
-            return Err(SdResult::INVALID_PARMS.into());
-        }
-        match self.lookup_local(&req.name, "", 0).await {
-            Ok(_) => return Err(SdResult::VDI_EXIST.into()),
-            Err(SheepError::Result(r)) if r == SdResult::NO_VDI => {}
-            Err(e) => return Err(e),
-        }
-        let vid = self.reserve_vid(view, &req.name).await?;
-        let header = InodeHeader {
-            name: req.name.clone(),
-            create_time: crate::util::sd_now(),
-            vdi_size: req.size,
-            nr_copies: copies,
-            block_size_shift: shift,
-            snap_id: 1,
-            vdi_id: vid,
-            ..InodeHeader::default()
-        };
-        let meta = VdiMeta {
-            copies,
-            block_size_shift: shift,
-        };
-        let written = self
-            .gateway
-            .create(
-                ObjectId::inode(vid),
-                0,
-                Bytes::from(header.encode()),
-                usize::from(copies),
-                true,
-            )
-            .await;
-        if let Err(e) = written {
-            self.broadcast(view, VdiRpc::Release { vid }).await;
-            return Err(e);
-        }
-        self.registry.commit(vid, meta);
-        self.persist_registry();
-        self.broadcast(view, VdiRpc::Commit { vid, meta }).await;
-        tracing::info!(name = %req.name, vid = format_args!("{vid:x}"), "created VDI");
-        Ok(vid)
-    }
-
-    /// Picks the first free vid along the name's chain and reserves it on
-    /// every member of `view`.
-    async fn reserve_vid(&self, view: &View, name: &str) -> Result<u32, SheepError> {
-        let mut start = sd_hash_vdi(name);
-        for _ in 0..1000 {
-            let vid = self.registry.free_vid(start).ok_or(SdResult::FULL_VDI)?;
-            let rpc = VdiRpc::Reserve {
-                vid,
-                name: name.to_string(),
-            };
-            let mut conflict = None;
-            for m in &view.members {
-                let reply = if m.addr == self.local {
-                    Ok(match self.registry.reserve(vid, name) {
-                        Ok(()) => VdiReply::Done,
-                        Err(c) => VdiReply::Conflict(c),
-                    })
-                } else {
-                    self.gateway
-                        .peers()
-                        .request::<_, VdiReply>(m.addr, view.id, Endpoint::Vdi, &rpc, Bytes::new())
-                        .await
-                        .map_err(SheepError::from)
-                        .and_then(|(r, _)| r.map_err(SheepError::from_result))
-                };
-                match reply {
-                    Ok(VdiReply::Conflict(c)) => conflict = Some(Ok(c)),
-                    Ok(_) => continue,
-                    Err(e) => conflict = Some(Err(e)),
-                }
-                break;
-            }
-            match conflict {
-                None => return Ok(vid),
-                Some(outcome) => {
-                    self.broadcast(view, VdiRpc::Release { vid }).await;
-                    match outcome? {
-                        ReserveConflict::VidTaken => start = vid.wrapping_add(1).max(1),
-                        // Another owner (in another view) is creating this
-                        // name; let the views settle and decide again.
-                        ReserveConflict::NameBusy => return Err(SdResult::AGAIN.into()),
-                    }
-                }
-            }
-        }
-        Err(SdResult::FULL_VDI.into())
-    }
-
-    async fn delete_as_owner(
-        &self,
-        view: &View,
-        name: &str,
-        tag: &str,
-        snapid: u32,
-    ) -> Result<u32, SheepError> {
-        let _one_at_a_time = self.owner_lock.lock().await;
-        let (vid, header) = self.lookup_local(name, tag, snapid).await?;
-        let copies = usize::from(header.nr_copies);
-        let count = header.nr_objects() as u32;
-        let index = self
-            .gateway
-            .read(
-                ObjectId::inode(vid),
-                inode::DATA_VDI_ID_OFFSET,
-                count * 4,
-                copies,
-            )
-            .await?;
-        // Tombstone first: if we crash midway, the VDI is gone for clients
-        // and only unreferenced objects are left behind, never a VDI whose
-        // objects vanish under it.
-        self.registry.mark_deleted(vid);
-        self.persist_registry();
-        self.broadcast(view, VdiRpc::MarkDeleted { vid }).await;
-        self.gateway.remove(ObjectId::inode(vid), copies).await?;
-        let owned: Vec<u32> = inode::decode_data_vdi_ids(&index)
-            .into_iter()
-            .enumerate()
-            .filter(|(_, owner)| *owner == vid)
-            .map(|(idx, _)| idx as u32)
-            .collect();
-        let mut removals = futures::stream::iter(owned)
-            .map(|idx| self.gateway.remove(ObjectId::data(vid, idx), copies))
-            .buffer_unordered(DELETE_PARALLELISM);
-        while let Some(r) = removals.next().await {
-            r?;
-        }
-        tracing::info!(%name, vid = format_args!("{vid:x}"), "deleted VDI");
-        Ok(vid)
-    }
-
     /// Sends `rpc` to every other member of `view`, best effort: a member
     /// that misses it learns the same facts when registries are merged.
     async fn broadcast(&self, view: &View, rpc: VdiRpc) {
-        if let VdiRpc::Release { vid } = &rpc {
-            self.registry.release(*vid);
-        }
         let calls = view
             .members
             .iter()

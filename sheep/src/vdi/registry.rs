@@ -20,14 +20,23 @@ use serde::{Deserialize, Serialize};
 const RESERVATION_TTL: Duration = Duration::from_secs(30);
 
 /// What every node knows about a live VDI (Sheepdog's `vdi_state`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VdiMeta {
+    /// The VDI's name (snapshots share their working VDI's name).
+    pub name: String,
     /// Number of copies of each object.
     pub copies: u8,
     /// log2 of the data object size.
     pub block_size_shift: u8,
+    /// A read-only snapshot.
+    pub snapshot: bool,
+    /// The vid at the root of the tree of snapshots and clones this VDI
+    /// belongs to. VDIs share objects only within a family, and the
+    /// family's owner orders every operation that changes who shares what.
+    pub family: u32,
+    /// Bumped on every change of this entry; the higher one wins a merge.
+    pub generation: u64,
 }
-
 /// The registry's persisted and exchanged form.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RegistrySnapshot {
@@ -44,11 +53,27 @@ pub enum ReserveConflict {
     VidTaken,
     /// A create of the same name is in progress under another vid.
     NameBusy,
+    /// A working VDI of that name exists.
+    NameExists,
 }
 
 struct Reservation {
     name: String,
+    family: u32,
     expires: Instant,
+}
+
+/// A request to hold a vid for a VDI being made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// The vid.
+    pub vid: u32,
+    /// The new VDI's name.
+    pub name: String,
+    /// Its family (its own vid for a new family).
+    pub family: u32,
+    /// The working VDI it replaces (a snapshot), which may share its name.
+    pub replaces: Option<u32>,
 }
 
 struct State {
@@ -90,7 +115,7 @@ impl VdiRegistry {
     pub fn snapshot(&self) -> RegistrySnapshot {
         let st = self.state.lock().expect("registry lock");
         RegistrySnapshot {
-            live: st.live.iter().map(|(v, m)| (*v, *m)).collect(),
+            live: st.live.iter().map(|(v, m)| (*v, m.clone())).collect(),
             deleted: st.deleted.iter_set().collect(),
         }
     }
@@ -107,10 +132,18 @@ impl VdiRegistry {
                 changed = true;
             }
         }
-        for &(vid, meta) in &other.live {
-            if !st.deleted.test(vid) && st.live.insert(vid, meta).is_none() {
-                st.inuse.set(vid);
-                st.reservations.remove(&vid);
+        for (vid, meta) in &other.live {
+            if st.deleted.test(*vid) {
+                continue;
+            }
+            let newer = st
+                .live
+                .get(vid)
+                .is_none_or(|known| known.generation < meta.generation);
+            if newer {
+                st.live.insert(*vid, meta.clone());
+                st.inuse.set(*vid);
+                st.reservations.remove(vid);
                 changed = true;
             }
         }
@@ -146,14 +179,35 @@ impl VdiRegistry {
             .to_vec()
     }
 
-    /// Copies and object size of a live VDI.
+    /// What is known of a live VDI.
     pub fn meta(&self, vid: u32) -> Option<VdiMeta> {
         self.state
             .lock()
             .expect("registry lock")
             .live
             .get(&vid)
-            .copied()
+            .cloned()
+    }
+
+    /// Live VDIs of a family (with their metadata).
+    pub fn family(&self, family: u32) -> Vec<(u32, VdiMeta)> {
+        let st = self.state.lock().expect("registry lock");
+        st.live
+            .iter()
+            .filter(|(_, m)| m.family == family)
+            .map(|(v, m)| (*v, m.clone()))
+            .collect()
+    }
+
+    /// True while a create into `family` (a clone, a snapshot) is reserved
+    /// but not committed: its new inode may soon reference the family's
+    /// objects.
+    pub fn family_busy(&self, family: u32) -> bool {
+        let st = self.state.lock().expect("registry lock");
+        let now = Instant::now();
+        st.reservations
+            .values()
+            .any(|r| r.family == family && r.expires > now)
     }
 
     /// Live vids.
@@ -202,30 +256,40 @@ impl VdiRegistry {
         None
     }
 
-    /// Holds `vid` for a create of `name` until it commits or expires.
-    pub fn reserve(&self, vid: u32, name: &str) -> Result<(), ReserveConflict> {
+    /// Holds a vid for a VDI being made until it commits or expires. Refused
+    /// if the vid is taken, if another make of the name is in progress, or
+    /// if a working VDI of that name exists (other than the one replaced).
+    pub fn reserve(&self, claim: &Claim) -> Result<(), ReserveConflict> {
         let mut st = self.state.lock().expect("registry lock");
         let now = Instant::now();
         st.reservations.retain(|_, r| r.expires > now);
-        if st.inuse.test(vid) {
+        if st.inuse.test(claim.vid) {
             return Err(ReserveConflict::VidTaken);
         }
-        if let Some(r) = st.reservations.get(&vid) {
-            if r.name != name {
+        if let Some(r) = st.reservations.get(&claim.vid) {
+            if r.name != claim.name {
                 return Err(ReserveConflict::VidTaken);
             }
         }
         if st
             .reservations
             .iter()
-            .any(|(v, r)| *v != vid && r.name == name)
+            .any(|(v, r)| *v != claim.vid && r.name == claim.name)
         {
             return Err(ReserveConflict::NameBusy);
         }
+        if st
+            .live
+            .iter()
+            .any(|(v, m)| m.name == claim.name && !m.snapshot && Some(*v) != claim.replaces)
+        {
+            return Err(ReserveConflict::NameExists);
+        }
         st.reservations.insert(
-            vid,
+            claim.vid,
             Reservation {
-                name: name.to_string(),
+                name: claim.name.clone(),
+                family: claim.family,
                 expires: now + RESERVATION_TTL,
             },
         );
@@ -280,17 +344,32 @@ fn next_vid(vid: u32) -> u32 {
 mod tests {
     use super::*;
 
-    const META: VdiMeta = VdiMeta {
-        copies: 2,
-        block_size_shift: 22,
-    };
+    fn meta(name: &str) -> VdiMeta {
+        VdiMeta {
+            name: name.into(),
+            copies: 2,
+            block_size_shift: 22,
+            snapshot: false,
+            family: 1,
+            generation: 1,
+        }
+    }
+
+    fn claim(vid: u32, name: &str) -> Claim {
+        Claim {
+            vid,
+            name: name.into(),
+            family: vid,
+            replaces: None,
+        }
+    }
 
     #[test]
     fn chains_skip_deleted_and_stop_at_free() {
         let r = VdiRegistry::load(None).unwrap();
-        r.commit(10, META);
-        r.commit(11, META);
-        r.commit(13, META);
+        r.commit(10, meta("a"));
+        r.commit(11, meta("b"));
+        r.commit(13, meta("c"));
         r.mark_deleted(11);
         assert_eq!(r.chain(10), vec![10]);
         assert_eq!(r.free_vid(10), Some(12));
@@ -300,20 +379,29 @@ mod tests {
     #[test]
     fn reservations_conflict_by_vid_and_by_name() {
         let r = VdiRegistry::load(None).unwrap();
-        r.reserve(5, "a").unwrap();
-        assert_eq!(r.reserve(5, "b"), Err(ReserveConflict::VidTaken));
-        assert_eq!(r.reserve(6, "a"), Err(ReserveConflict::NameBusy));
+        r.reserve(&claim(5, "a")).unwrap();
+        assert!(r.family_busy(5));
+        assert_eq!(r.reserve(&claim(5, "b")), Err(ReserveConflict::VidTaken));
+        assert_eq!(r.reserve(&claim(6, "a")), Err(ReserveConflict::NameBusy));
         assert_eq!(r.free_vid(5), Some(6));
-        r.commit(5, META);
-        assert_eq!(r.reserve(5, "a"), Err(ReserveConflict::VidTaken));
+        r.commit(5, meta("a"));
+        assert!(!r.family_busy(5));
+        assert_eq!(r.reserve(&claim(5, "a")), Err(ReserveConflict::VidTaken));
+        assert_eq!(r.reserve(&claim(7, "a")), Err(ReserveConflict::NameExists));
+        // A snapshot's new working VDI replaces the old one, same name.
+        let snap = Claim {
+            replaces: Some(5),
+            ..claim(7, "a")
+        };
+        assert_eq!(r.reserve(&snap), Ok(()));
     }
 
     #[test]
     fn merge_is_a_union_and_deletion_wins() {
         let a = VdiRegistry::load(None).unwrap();
         let b = VdiRegistry::load(None).unwrap();
-        a.commit(1, META);
-        b.commit(2, META);
+        a.commit(1, meta("x"));
+        b.commit(2, meta("y"));
         b.mark_deleted(1);
         assert!(a.merge(&b.snapshot()));
         assert!(!a.merge(&b.snapshot()));
@@ -322,11 +410,25 @@ mod tests {
     }
 
     #[test]
+    fn higher_generation_wins() {
+        let r = VdiRegistry::load(None).unwrap();
+        r.commit(3, meta("w"));
+        let snap = VdiMeta {
+            snapshot: true,
+            generation: 2,
+            ..meta("w")
+        };
+        r.commit(3, snap.clone());
+        r.commit(3, meta("w"));
+        assert_eq!(r.meta(3), Some(snap));
+    }
+
+    #[test]
     fn persists_across_loads() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vdis");
         let r = VdiRegistry::load(Some(path.clone())).unwrap();
-        r.commit(7, META);
+        r.commit(7, meta("z"));
         r.mark_deleted(8);
         r.persist().unwrap();
         let again = VdiRegistry::load(Some(path)).unwrap();

@@ -15,15 +15,19 @@
 //!   object removed, so a reader never follows an index to a missing object.
 //! - Durability follows the client: with FUA each step is synced on every
 //!   replica; without, the next flush syncs everything written so far.
+//! - A volume follows its VDI: when a snapshot freezes the VDI under it
+//!   (writes get READONLY) or another node changed the index (a read finds
+//!   no object), it looks the VDI up again and retries once, as QEMU's
+//!   sheepdog driver does.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::{Bytes, BytesMut};
-use qemu_proto::inode::{self, InodeHeader};
+use qemu_proto::inode;
 use qemu_proto::{ObjectId, SdResult};
 
-use super::VdiService;
+use super::{VdiRef, VdiService};
 use crate::cluster::BoxFuture;
 use crate::error::SheepError;
 use crate::frontend::export::{BlockExport, ExportCatalog, Extent};
@@ -33,55 +37,83 @@ use crate::gateway::Gateway;
 /// share a lock, which bounds memory for huge VDIs.
 const ALLOC_STRIPES: usize = 64;
 
-/// One open VDI.
-pub struct Volume {
-    gateway: Arc<Gateway>,
+/// What a volume knows of its VDI; replaced whole when it reloads.
+struct Snapshot {
     vid: u32,
     size: u64,
     object_shift: u8,
     copies: usize,
     read_only: bool,
-    index: RwLock<Vec<u32>>,
+    index: Vec<u32>,
+}
+
+/// One open VDI.
+pub struct Volume {
+    vdis: Arc<VdiService>,
+    gateway: Arc<Gateway>,
+    export: VdiRef,
+    state: RwLock<Snapshot>,
     alloc_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl Volume {
-    /// Opens the VDI `vid` whose inode header is `header`.
+    /// Opens the VDI named by `export`.
     pub async fn open(
+        vdis: Arc<VdiService>,
         gateway: Arc<Gateway>,
-        vid: u32,
-        header: &InodeHeader,
+        export: VdiRef,
     ) -> Result<Self, SheepError> {
-        let copies = usize::from(header.nr_copies);
-        let count = header.nr_objects();
-        let raw = gateway
-            .read(
-                ObjectId::inode(vid),
-                inode::DATA_VDI_ID_OFFSET,
-                (count * 4) as u32,
-                copies,
-            )
-            .await?;
+        let state = Self::load(&vdis, &export).await?;
         Ok(Volume {
+            vdis,
             gateway,
-            vid,
-            size: header.vdi_size,
-            object_shift: header.block_size_shift,
-            copies,
-            read_only: header.is_snapshot(),
-            index: RwLock::new(inode::decode_data_vdi_ids(&raw)),
+            export,
+            state: RwLock::new(state),
             alloc_locks: (0..ALLOC_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
         })
     }
 
-    fn object_size(&self) -> u64 {
-        1 << self.object_shift
+    async fn load(vdis: &VdiService, export: &VdiRef) -> Result<Snapshot, SheepError> {
+        let (vid, header) = vdis.lookup(export).await?;
+        let index = vdis.read_index(vid, &header).await?;
+        Ok(Snapshot {
+            vid,
+            size: header.vdi_size,
+            object_shift: header.block_size_shift,
+            copies: usize::from(header.nr_copies),
+            read_only: header.is_snapshot() || vdis.is_snapshot(vid),
+            index,
+        })
+    }
+
+    /// Looks the VDI up again (after a snapshot, or a change made through
+    /// another node).
+    async fn reload(&self) -> Result<(), SheepError> {
+        let fresh = Self::load(&self.vdis, &self.export).await?;
+        *self.state.write().expect("volume lock") = fresh;
+        Ok(())
+    }
+
+    fn vid(&self) -> u32 {
+        self.state.read().expect("volume lock").vid
+    }
+
+    fn copies(&self) -> usize {
+        self.state.read().expect("volume lock").copies
     }
 
     fn owner(&self, idx: u32) -> u32 {
-        self.index.read().expect("index lock")[idx as usize]
+        self.state.read().expect("volume lock").index[idx as usize]
+    }
+
+    fn object_size(&self) -> u64 {
+        1 << self.state.read().expect("volume lock").object_shift
+    }
+
+    fn disk_size(&self) -> u64 {
+        self.state.read().expect("volume lock").size
     }
 
     /// Splits `[offset, offset + len)` into (object index, offset in the
@@ -103,17 +135,29 @@ impl Volume {
     }
 
     fn check(&self, offset: u64, len: u64, write: bool) -> Result<(), SheepError> {
-        if write && self.read_only {
+        let st = self.state.read().expect("volume lock");
+        if write && st.read_only {
             return Err(SdResult::READONLY.into());
         }
         match offset.checked_add(len) {
-            Some(end) if end <= self.size => Ok(()),
+            Some(end) if end <= st.size => Ok(()),
             _ => Err(SdResult::INVALID_PARMS.into()),
         }
     }
 
     async fn read_range(&self, offset: u64, len: u32) -> Result<Bytes, SheepError> {
+        match self.try_read(offset, len).await {
+            Err(e) if e.is_no_object() => {
+                self.reload().await?;
+                self.try_read(offset, len).await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_read(&self, offset: u64, len: u32) -> Result<Bytes, SheepError> {
         self.check(offset, u64::from(len), false)?;
+        let copies = self.copies();
         let reads = self
             .pieces(offset, u64::from(len))
             .map(|(idx, start, n)| async move {
@@ -121,7 +165,7 @@ impl Volume {
                     0 => Ok(Bytes::from(vec![0u8; n as usize])),
                     owner => {
                         self.gateway
-                            .read(ObjectId::data(owner, idx), start, n as u32, self.copies)
+                            .read(ObjectId::data(owner, idx), start, n as u32, copies)
                             .await
                     }
                 }
@@ -138,6 +182,18 @@ impl Volume {
     }
 
     async fn write_range(&self, offset: u64, data: Bytes, fua: bool) -> Result<(), SheepError> {
+        match self.try_write(offset, data.clone(), fua).await {
+            Err(e) if e.result() == SdResult::READONLY || e.is_no_object() => {
+                // A snapshot froze our vid, or the index changed elsewhere:
+                // follow the VDI to its current working vid and try again.
+                self.reload().await?;
+                self.try_write(offset, data, fua).await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_write(&self, offset: u64, data: Bytes, fua: bool) -> Result<(), SheepError> {
         self.check(offset, data.len() as u64, true)?;
         let mut at = 0usize;
         let writes: Vec<_> = self
@@ -161,49 +217,48 @@ impl Volume {
         data: Bytes,
         fua: bool,
     ) -> Result<(), SheepError> {
-        let oid = ObjectId::data(self.vid, idx);
-        if self.owner(idx) != self.vid {
+        let (vid, copies) = (self.vid(), self.copies());
+        if self.vdis.is_snapshot(vid) {
+            return Err(SdResult::READONLY.into());
+        }
+        let oid = ObjectId::data(vid, idx);
+        if self.owner(idx) != vid {
             let _alloc = self.alloc_locks[idx as usize % ALLOC_STRIPES].lock().await;
             match self.owner(idx) {
-                owner if owner == self.vid => {}
+                owner if owner == vid => {}
                 0 => {
-                    self.gateway
-                        .create(oid, start, data, self.copies, fua)
-                        .await?;
-                    return self.set_owner(idx, self.vid, fua).await;
+                    self.gateway.create(oid, start, data, copies, fua).await?;
+                    return self.set_owner(idx, vid, fua).await;
                 }
                 parent => {
+                    let src = ObjectId::data(parent, idx);
+                    let size = self.object_size();
                     self.gateway
-                        .create_from(
-                            oid,
-                            ObjectId::data(parent, idx),
-                            self.copies,
-                            self.object_size(),
-                            start,
-                            data,
-                            self.copies,
-                            fua,
-                        )
+                        .create_from(oid, src, copies, size, start, data, copies, fua)
                         .await?;
-                    return self.set_owner(idx, self.vid, fua).await;
+                    return self.set_owner(idx, vid, fua).await;
                 }
             }
         }
-        self.gateway.write(oid, start, data, self.copies, fua).await
+        self.gateway.write(oid, start, data, copies, fua).await
     }
 
     /// Points index entry `idx` at `owner` in the inode, then in the cache.
     async fn set_owner(&self, idx: u32, owner: u32, sync: bool) -> Result<(), SheepError> {
+        let (vid, copies) = (self.vid(), self.copies());
         self.gateway
             .write(
-                ObjectId::inode(self.vid),
+                ObjectId::inode(vid),
                 inode::data_vid_offset(idx),
                 Bytes::copy_from_slice(&owner.to_le_bytes()),
-                self.copies,
+                copies,
                 sync,
             )
             .await?;
-        self.index.write().expect("index lock")[idx as usize] = owner;
+        let mut st = self.state.write().expect("volume lock");
+        if st.vid == vid {
+            st.index[idx as usize] = owner;
+        }
         Ok(())
     }
 
@@ -219,20 +274,21 @@ impl Volume {
     ) -> Result<(), SheepError> {
         self.check(offset, len, true)?;
         let size = self.object_size();
+        let (vid, copies, disk_size) = (self.vid(), self.copies(), self.disk_size());
         for (idx, start, n) in self.pieces(offset, len).collect::<Vec<_>>() {
             let alloc = self.alloc_locks[idx as usize % ALLOC_STRIPES].lock().await;
             let owner = self.owner(idx);
             if owner == 0 {
                 continue;
             }
-            let whole = n == size || (start == 0 && u64::from(idx) * size + n >= self.size);
+            let whole = n == size || (start == 0 && u64::from(idx) * size + n >= disk_size);
             if whole {
                 // Unlink first: a crash then leaves an unreferenced object,
                 // never an index entry pointing at nothing.
                 self.set_owner(idx, 0, true).await?;
-                if owner == self.vid {
+                if owner == vid {
                     self.gateway
-                        .remove(ObjectId::data(owner, idx), self.copies)
+                        .remove(ObjectId::data(owner, idx), copies)
                         .await?;
                 }
             } else if zero_partial {
@@ -260,11 +316,11 @@ impl Volume {
 
 impl BlockExport for Volume {
     fn size(&self) -> u64 {
-        self.size
+        self.disk_size()
     }
 
     fn read_only(&self) -> bool {
-        self.read_only
+        self.state.read().expect("volume lock").read_only
     }
 
     fn block_size(&self) -> u32 {
@@ -309,7 +365,7 @@ impl BlockExport for Volume {
 pub struct Volumes {
     vdis: Arc<VdiService>,
     gateway: Arc<Gateway>,
-    open: Mutex<HashMap<u32, Weak<Volume>>>,
+    open: Mutex<HashMap<(String, String, u32), Weak<Volume>>>,
     opening: tokio::sync::Mutex<()>,
 }
 
@@ -326,14 +382,26 @@ impl Volumes {
 
     /// Opens a VDI by export name: `NAME`, `NAME@TAG` or `NAME@SNAPID`.
     pub async fn open_volume(&self, export: &str) -> Result<Arc<Volume>, SheepError> {
-        let (name, tag, snapid) = match export.rsplit_once('@') {
+        let export = match export.rsplit_once('@') {
             Some((name, snap)) => match snap.parse::<u32>() {
-                Ok(id) => (name, "", id),
-                Err(_) => (name, snap, 0),
+                Ok(id) => VdiRef {
+                    name: name.into(),
+                    tag: String::new(),
+                    snapid: id,
+                },
+                Err(_) => VdiRef {
+                    name: name.into(),
+                    tag: snap.into(),
+                    snapid: 0,
+                },
             },
-            None => (export, "", 0),
+            None => VdiRef {
+                name: export.into(),
+                tag: String::new(),
+                snapid: 0,
+            },
         };
-        let (vid, header) = self.vdis.lookup(name, tag, snapid).await?;
+        let key = (export.name.clone(), export.tag.clone(), export.snapid);
         // One opener at a time, so two connections racing to open the same
         // VDI end up sharing one volume.
         let _one = self.opening.lock().await;
@@ -341,15 +409,15 @@ impl Volumes {
             .open
             .lock()
             .expect("volumes lock")
-            .get(&vid)
+            .get(&key)
             .and_then(Weak::upgrade)
         {
             return Ok(v);
         }
-        let volume = Arc::new(Volume::open(self.gateway.clone(), vid, &header).await?);
+        let volume = Arc::new(Volume::open(self.vdis.clone(), self.gateway.clone(), export).await?);
         let mut open = self.open.lock().expect("volumes lock");
         open.retain(|_, w| w.strong_count() > 0);
-        open.insert(vid, Arc::downgrade(&volume));
+        open.insert(key, Arc::downgrade(&volume));
         Ok(volume)
     }
 

@@ -15,7 +15,7 @@ use crate::cluster::Member;
 use crate::error::SheepError;
 use crate::format::ClusterConfig;
 use crate::node::{NodeStatus, Sheep};
-use crate::vdi::CreateVdi;
+use crate::vdi::{NewVdi, VdiRef};
 
 type OpResult = Result<Bytes, SheepError>;
 
@@ -100,8 +100,7 @@ async fn run(
         }
         Opcode::NewVdi => new_vdi(sheep, req, rsp, &data).await,
         Opcode::GetVdiInfo | Opcode::LockVdi => {
-            let (name, tag) = name_and_tag(req, &data)?;
-            let (vid, header) = sheep.vdis.lookup(&name, &tag, req.vdi().snapid).await?;
+            let (vid, header) = sheep.vdis.lookup(&vdi_ref(req, &data)?).await?;
             rsp.set_vdi(&VdiRsp {
                 vdi_id: vid,
                 copies: header.nr_copies,
@@ -112,8 +111,15 @@ async fn run(
         }
         Opcode::ReleaseVdi => Ok(Bytes::new()),
         Opcode::DelVdi => {
-            let (name, tag) = name_and_tag(req, &data)?;
-            let vid = sheep.vdis.delete(&name, &tag, req.vdi().snapid).await?;
+            let vid = sheep.vdis.delete(vdi_ref(req, &data)?).await?;
+            rsp.set_vdi(&VdiRsp {
+                vdi_id: vid,
+                ..VdiRsp::default()
+            });
+            Ok(Bytes::new())
+        }
+        Opcode::FlattenVdi => {
+            let vid = sheep.vdis.flatten(vdi_ref(req, &data)?).await?;
             rsp.set_vdi(&VdiRsp {
                 vdi_id: vid,
                 ..VdiRsp::default()
@@ -240,10 +246,21 @@ async fn read_obj(sheep: &Sheep, req: &SdRequest) -> OpResult {
         .await
 }
 
+/// Data objects of a snapshot are read-only (inode objects never are: tags
+/// and sizes of snapshots may change). A client that gets READONLY looks
+/// its VDI up again and finds the new working VDI, as QEMU does.
+fn check_writable(sheep: &Sheep, oid: ObjectId) -> Result<(), SdResult> {
+    if !oid.is_inode() && sheep.vdis.is_snapshot(oid.vid()) {
+        return Err(SdResult::READONLY);
+    }
+    Ok(())
+}
+
 async fn write_obj(sheep: &Sheep, req: &SdRequest, data: Bytes) -> OpResult {
     let args = req.obj();
     let oid = ObjectId(args.oid);
     check_range(sheep, oid, args.offset, data.len() as u32)?;
+    check_writable(sheep, oid)?;
     let copies = copies_for(sheep, req, oid);
     sheep
         .gateway
@@ -256,6 +273,7 @@ async fn create_and_write_obj(sheep: &Sheep, req: &SdRequest, data: Bytes) -> Op
     let args = req.obj();
     let oid = ObjectId(args.oid);
     check_range(sheep, oid, args.offset, data.len() as u32)?;
+    check_writable(sheep, oid)?;
     let copies = copies_for(sheep, req, oid);
     let sync = wants_sync(req);
     if req.flags & flags::CMD_COW != 0 {
@@ -279,8 +297,9 @@ async fn create_and_write_obj(sheep: &Sheep, req: &SdRequest, data: Bytes) -> Op
     Ok(Bytes::new())
 }
 
-/// Name (and tag) from a 256- or 512-byte payload.
-fn name_and_tag(req: &SdRequest, data: &[u8]) -> Result<(String, String), SdResult> {
+/// The VDI a GET_VDI_INFO, LOCK_VDI, DEL_VDI or FLATTEN_VDI names: name
+/// (and tag) from a 256- or 512-byte payload, snapshot id from the header.
+fn vdi_ref(req: &SdRequest, data: &[u8]) -> Result<VdiRef, SdResult> {
     let n = consts::SD_MAX_VDI_LEN;
     if !req.has_write_flag() || (data.len() != n && data.len() != n + consts::SD_MAX_VDI_TAG_LEN) {
         return Err(SdResult::INVALID_PARMS);
@@ -292,7 +311,11 @@ fn name_and_tag(req: &SdRequest, data: &[u8]) -> Result<(String, String), SdResu
     } else {
         String::new()
     };
-    Ok((name, tag))
+    Ok(VdiRef {
+        name,
+        tag,
+        snapid: req.vdi().snapid,
+    })
 }
 
 async fn new_vdi(sheep: &Sheep, req: &SdRequest, rsp: &mut SdResponse, data: &[u8]) -> OpResult {
@@ -302,10 +325,6 @@ async fn new_vdi(sheep: &Sheep, req: &SdRequest, rsp: &mut SdResponse, data: &[u
     let name = decode_fixed(data);
     validate_vdi_name(&name).map_err(|_| SdResult::INVALID_PARMS)?;
     let args = req.vdi();
-    if args.snapid != 0 || args.base_vdi_id != 0 {
-        // Snapshots and clones arrive with copy-on-write support.
-        return Err(SdResult::NO_SUPPORT.into());
-    }
     if args.copy_policy != 0 || args.store_policy != 0 {
         return Err(SdResult::NO_SUPPORT.into());
     }
@@ -320,17 +339,19 @@ async fn new_vdi(sheep: &Sheep, req: &SdRequest, rsp: &mut SdResponse, data: &[u
     }
     let vid = sheep
         .vdis
-        .create(CreateVdi {
+        .new_vdi(NewVdi {
             name,
             size: args.vdi_size,
             copies: args.copies,
             block_size_shift: args.block_size_shift,
+            snapid: args.snapid,
+            base: args.base_vdi_id,
         })
         .await?;
     let meta = sheep.vdis.registry().meta(vid);
     rsp.set_vdi(&VdiRsp {
         vdi_id: vid,
-        copies: meta.map_or(args.copies, |m| m.copies),
+        copies: meta.as_ref().map_or(args.copies, |m| m.copies),
         block_size_shift: meta.map_or(args.block_size_shift, |m| m.block_size_shift),
         ..VdiRsp::default()
     });

@@ -1,0 +1,196 @@
+//! Deleting VDIs without leaking or losing objects, and flattening a clone.
+//!
+//! A data object `(owner, idx)` is referenced by every VDI whose index entry
+//! `idx` is `owner`; only VDIs of one family can reference it. Deleting a
+//! VDI therefore frees exactly the objects it references that no other live
+//! member of its family references, and removes its inode. Objects it
+//! shares stay (under its vid) until their last referrer is deleted, so
+//! deleting a base or a snapshot leaves its clones working, and deleting
+//! every VDI leaves no object behind. This runs on the family's owner, one
+//! operation at a time, so no clone can take a reference meanwhile.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use qemu_proto::inode;
+use qemu_proto::{ObjectId, SdResult};
+
+use super::{VdiMeta, VdiRef, VdiRpc, VdiService};
+use crate::cluster::View;
+use crate::error::SheepError;
+use crate::store::CreateMode;
+
+/// How many objects a delete or flatten works on at once.
+const PARALLELISM: usize = 16;
+
+impl VdiService {
+    pub(super) async fn delete_as_owner(&self, view: &View, r: &VdiRef) -> Result<u32, SheepError> {
+        let _one_at_a_time = self.owner_lock.lock().await;
+        let (vid, header) = self.lookup_local(r).await?;
+        let family = self.registry.meta(vid).map_or(vid, |m| m.family);
+        self.wait_family_quiet(family).await?;
+        let index = self.read_index(vid, &header).await?;
+
+        // Tombstone first: from here clients cannot find the VDI, and a
+        // crash midway leaves unreferenced objects, never a VDI whose
+        // objects vanish under it.
+        self.registry.mark_deleted(vid);
+        self.persist_registry();
+        self.broadcast(view, VdiRpc::MarkDeleted { vid }).await;
+
+        let garbage = self.unreferenced(family, &index).await?;
+        let copies = usize::from(header.nr_copies);
+        self.gateway.remove(ObjectId::inode(vid), copies).await?;
+        let mut removals = futures::stream::iter(garbage)
+            .map(|oid| self.gateway.remove(oid, copies))
+            .buffer_unordered(PARALLELISM);
+        while let Some(r) = removals.next().await {
+            r?;
+        }
+        tracing::info!(name = %r.name, vid = format_args!("{vid:x}"), "deleted VDI");
+        Ok(vid)
+    }
+
+    /// The objects `index` references that no live member of `family`
+    /// references.
+    async fn unreferenced(&self, family: u32, index: &[u32]) -> Result<Vec<ObjectId>, SheepError> {
+        let mut kept: HashSet<(u32, u32)> = HashSet::new();
+        for (member, _) in self.registry.family(family) {
+            let header = match self.read_header(member).await {
+                Ok(h) => h,
+                Err(e) if e.is_no_object() => continue,
+                Err(e) => return Err(e),
+            };
+            let theirs = self.read_index(member, &header).await?;
+            for (idx, (mine, their)) in index.iter().zip(theirs.iter()).enumerate() {
+                if *mine != 0 && mine == their {
+                    kept.insert((*mine, idx as u32));
+                }
+            }
+        }
+        Ok(index
+            .iter()
+            .enumerate()
+            .filter(|(idx, owner)| **owner != 0 && !kept.contains(&(**owner, *idx as u32)))
+            .map(|(idx, owner)| ObjectId::data(*owner, idx as u32))
+            .collect())
+    }
+
+    /// Waits until no VDI of `family` is being made elsewhere (possible only
+    /// while the family's owner moves with the membership).
+    async fn wait_family_quiet(&self, family: u32) -> Result<(), SheepError> {
+        for _ in 0..300 {
+            if !self.registry.family_busy(family) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(SdResult::AGAIN.into())
+    }
+
+    /// Copies every object the working VDI shares into the VDI itself, then
+    /// makes it the root of a family of its own. Safe while the VDI is in
+    /// use: copies are created exclusively, so a copy-on-write a client did
+    /// first is kept, and the index entry is set only where it still points
+    /// at the ancestor.
+    pub(super) async fn flatten_as_owner(
+        &self,
+        view: &View,
+        r: &VdiRef,
+    ) -> Result<u32, SheepError> {
+        let _one_at_a_time = self.owner_lock.lock().await;
+        let (vid, mut header) = self.lookup_local(r).await?;
+        if header.is_snapshot() {
+            return Err(SdResult::READONLY.into());
+        }
+        let copies = usize::from(header.nr_copies);
+        let size = header.object_size();
+        let index = self.read_index(vid, &header).await?;
+        let shared: Vec<(u32, u32)> = index
+            .iter()
+            .enumerate()
+            .filter(|(_, owner)| **owner != 0 && **owner != vid)
+            .map(|(idx, owner)| (idx as u32, *owner))
+            .collect();
+        let mut copies_made = futures::stream::iter(shared)
+            .map(|(idx, owner)| self.unshare(vid, idx, owner, size, copies))
+            .buffer_unordered(PARALLELISM);
+        while let Some(r) = copies_made.next().await {
+            r?;
+        }
+        header.parent_vdi_id = 0;
+        self.gateway
+            .write(
+                ObjectId::inode(vid),
+                0,
+                Bytes::from(header.encode()),
+                copies,
+                true,
+            )
+            .await?;
+        if let Some(meta) = self.registry.meta(vid) {
+            let independent = VdiMeta {
+                family: vid,
+                generation: meta.generation + 1,
+                ..meta
+            };
+            self.registry.commit(vid, independent.clone());
+            self.persist_registry();
+            self.broadcast(
+                view,
+                VdiRpc::Commit {
+                    vid,
+                    meta: independent,
+                },
+            )
+            .await;
+        }
+        tracing::info!(name = %r.name, vid = format_args!("{vid:x}"), "flattened VDI");
+        Ok(vid)
+    }
+
+    /// Gives `vid` its own copy of object `idx`, now `owner`'s.
+    async fn unshare(
+        &self,
+        vid: u32,
+        idx: u32,
+        owner: u32,
+        size: u64,
+        copies: usize,
+    ) -> Result<(), SheepError> {
+        let content = self
+            .gateway
+            .read(ObjectId::data(owner, idx), 0, size as u32, copies)
+            .await?;
+        match self
+            .gateway
+            .create_with_mode(
+                ObjectId::data(vid, idx),
+                0,
+                content,
+                copies,
+                true,
+                CreateMode::Exclusive,
+            )
+            .await
+        {
+            Ok(()) => {}
+            // The VDI wrote there first (copy-on-write): its copy is newer.
+            Err(e) if e.result() == SdResult::OID_EXIST => {}
+            Err(e) => return Err(e),
+        }
+        // Point the index at the copy (a client's copy-on-write sets the
+        // same value, so the two never conflict).
+        self.gateway
+            .write(
+                ObjectId::inode(vid),
+                inode::data_vid_offset(idx),
+                Bytes::copy_from_slice(&vid.to_le_bytes()),
+                copies,
+                true,
+            )
+            .await
+    }
+}
