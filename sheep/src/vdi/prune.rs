@@ -91,7 +91,8 @@ impl VdiService {
     }
 
     /// Copies every object the working VDI shares into the VDI itself, then
-    /// makes it the root of a family of its own. Safe while the VDI is in
+    /// makes it the root of a family of its own and frees the ancestors'
+    /// objects that nothing references any more. Safe while the VDI is in
     /// use: copies are created exclusively, so a copy-on-write a client did
     /// first is kept, and the index entry is set only where it still points
     /// at the ancestor.
@@ -131,6 +132,7 @@ impl VdiService {
             )
             .await?;
         if let Some(meta) = self.registry.meta(vid) {
+            let old_family = meta.family;
             let independent = VdiMeta {
                 family: vid,
                 generation: meta.generation + 1,
@@ -146,6 +148,15 @@ impl VdiService {
                 },
             )
             .await;
+            // The ancestors' objects this VDI no longer uses may have been
+            // used by nobody else.
+            let released: Vec<u32> = index
+                .iter()
+                .map(|owner| if *owner == vid { 0 } else { *owner })
+                .collect();
+            for oid in self.unreferenced(old_family, &released).await? {
+                self.gateway.remove(oid, copies).await?;
+            }
         }
         tracing::info!(name = %r.name, vid = format_args!("{vid:x}"), "flattened VDI");
         Ok(vid)
