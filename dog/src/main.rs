@@ -9,8 +9,10 @@
 //! # Layout
 //! * `client`: one TCP connection to a sheep (framing, ids, pipelining).
 //! * `pipeline`: ordered, windowed request/reply tasks over a connection.
-//! * `commands`: the subcommands (`cluster`, `node`, `vdi`, `vdi_io`).
-//! * `output`: the exact table formats; `size`: size parsing and printing.
+//! * `commands`: the subcommands (`cluster`, `node`, `vdi`, `vdi_io`,
+//!   `vdi_snap` for snapshot/clone/rollback/resize/tree/flatten).
+//! * `output`: the exact table formats; `treeview`: the `vdi tree` layout;
+//!   `size`: size parsing and printing.
 //! * `options`: option value parsing; `usage`: help texts; `error`: errors.
 
 mod client;
@@ -20,6 +22,7 @@ mod options;
 mod output;
 mod pipeline;
 mod size;
+mod treeview;
 mod usage;
 
 use std::io::Write;
@@ -29,7 +32,7 @@ use std::time::Instant;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, Parser};
 
-use commands::{cluster, node, vdi, vdi_io, Ctx};
+use commands::{cluster, node, vdi, vdi_io, vdi_snap, Ctx};
 use error::{exit, DogError};
 use options::{
     parse_block_size_shift, parse_copies, parse_port, parse_snapshot, resolve_address, Copies,
@@ -134,6 +137,98 @@ struct VdiWriteArgs {
     name: Option<String>,
     offset: Option<String>,
     len: Option<String>,
+    #[arg(hide = true)]
+    extra: Vec<String>,
+}
+
+/// `vdi snapshot`.
+#[derive(Parser, Debug)]
+#[command(
+    no_binary_name = true,
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+#[command(args_override_self = true)]
+struct VdiSnapshotArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(short = 'r', long = "raw")]
+    raw: bool,
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
+    #[arg(short = 's', long = "snapshot")]
+    snapshot: Option<String>,
+    #[arg(short = 'R', long = "reduce-identical-snapshots")]
+    reduce: bool,
+    name: Option<String>,
+    #[arg(hide = true)]
+    extra: Vec<String>,
+}
+
+/// `vdi clone`.
+#[derive(Parser, Debug)]
+#[command(
+    no_binary_name = true,
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+#[command(args_override_self = true)]
+struct VdiCloneArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(short = 'r', long = "raw")]
+    raw: bool,
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
+    #[arg(short = 's', long = "snapshot")]
+    snapshot: Option<String>,
+    #[arg(short = 'P', long = "prealloc")]
+    prealloc: bool,
+    #[arg(short = 'n', long = "no-share")]
+    no_share: bool,
+    src: Option<String>,
+    dst: Option<String>,
+    #[arg(hide = true)]
+    extra: Vec<String>,
+}
+
+/// `vdi rollback`.
+#[derive(Parser, Debug)]
+#[command(
+    no_binary_name = true,
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+#[command(args_override_self = true)]
+struct VdiRollbackArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(short = 'r', long = "raw")]
+    raw: bool,
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
+    #[arg(short = 's', long = "snapshot")]
+    snapshot: Option<String>,
+    #[arg(short = 'f', long = "force")]
+    force: bool,
+    name: Option<String>,
+    #[arg(hide = true)]
+    extra: Vec<String>,
+}
+
+/// `vdi tree`, `vdi resize`, `vdi flatten`: only the common options.
+#[derive(Parser, Debug)]
+#[command(
+    no_binary_name = true,
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+#[command(args_override_self = true)]
+struct VdiPlainArgs {
+    #[command(flatten)]
+    common: Common,
+    name: Option<String>,
+    arg: Option<String>,
     #[arg(hide = true)]
     extra: Vec<String>,
 }
@@ -341,6 +436,52 @@ fn build(sub: &SubDesc, args: &[String]) -> Result<Invocation, DogError> {
                 vdi::delete(c, &need(name)?, &snap)
             })
         }
+        ("vdi", "snapshot") => {
+            let a: VdiSnapshotArgs = parse(args)?;
+            let snap = snapshot_opt(&a.snapshot)?;
+            let (name, reduce) = (a.name, a.reduce);
+            invocation(&a.common, a.raw, a.verbose, move |c| {
+                vdi_snap::snapshot(c, &need(name)?, &snap, reduce)
+            })
+        }
+        ("vdi", "clone") => {
+            let a: VdiCloneArgs = parse(args)?;
+            let snap = snapshot_opt(&a.snapshot)?;
+            let opts = vdi_snap::CloneOpts {
+                prealloc: a.prealloc,
+                no_share: a.no_share,
+            };
+            let (src, dst) = (a.src, a.dst);
+            invocation(&a.common, a.raw, a.verbose, move |c| {
+                vdi_snap::clone(c, &need(src)?, dst.as_deref(), &snap, opts)
+            })
+        }
+        ("vdi", "rollback") => {
+            let a: VdiRollbackArgs = parse(args)?;
+            let snap = snapshot_opt(&a.snapshot)?;
+            let (name, force) = (a.name, a.force);
+            invocation(&a.common, a.raw, a.verbose, move |c| {
+                vdi_snap::rollback(c, &need(name)?, &snap, force)
+            })
+        }
+        ("vdi", "tree") => {
+            let a: VdiPlainArgs = parse(args)?;
+            invocation(&a.common, false, false, vdi_snap::tree)
+        }
+        ("vdi", "resize") => {
+            let a: VdiPlainArgs = parse(args)?;
+            let (name, size) = (a.name, a.arg);
+            invocation(&a.common, false, false, move |c| {
+                vdi_snap::resize(c, &need(name)?, size.as_deref())
+            })
+        }
+        ("vdi", "flatten") => {
+            let a: VdiPlainArgs = parse(args)?;
+            let name = a.name;
+            invocation(&a.common, false, false, move |c| {
+                vdi_snap::flatten(c, &need(name)?)
+            })
+        }
         ("vdi", "read") => {
             let a: VdiNameArgs = parse(args)?;
             let snap = snapshot_opt(&a.snapshot)?;
@@ -518,6 +659,32 @@ mod tests {
         );
         // Missing value.
         assert_eq!(parse::<RawArgs>(&args(&["-p"])).unwrap_err().code(), 64);
+    }
+
+    #[test]
+    fn snapshot_family_options() {
+        let a: VdiCloneArgs = parse(&args(&["-s", "s1", "src", "-P", "dst", "-n", "-v"])).unwrap();
+        assert_eq!(
+            (a.src.as_deref(), a.dst.as_deref()),
+            (Some("src"), Some("dst"))
+        );
+        assert!(a.prealloc && a.no_share && a.verbose);
+        let a: VdiSnapshotArgs = parse(&args(&["vol", "-s", "t", "-R", "-r"])).unwrap();
+        assert!(a.reduce && a.raw);
+        let a: VdiRollbackArgs = parse(&args(&["-f", "vol", "-s", "2"])).unwrap();
+        assert!(a.force);
+        assert_eq!(a.snapshot.as_deref(), Some("2"));
+        let a: VdiPlainArgs = parse(&args(&["vol", "10G"])).unwrap();
+        assert_eq!(a.arg.as_deref(), Some("10G"));
+        // tree, resize and flatten take no -s, -r or -f.
+        assert_eq!(
+            parse::<VdiPlainArgs>(&args(&["-r"])).unwrap_err().code(),
+            64
+        );
+        assert_eq!(
+            parse::<VdiSnapshotArgs>(&args(&["-f"])).unwrap_err().code(),
+            64
+        );
     }
 
     #[test]

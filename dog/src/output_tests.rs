@@ -132,6 +132,60 @@ fn vdi_list_raw_flags_and_escapes() {
     assert!(vdi_list_row(&Utc, &clone, 0, 1, false).starts_with("c c1           0  4.0 MB"));
 }
 
+/// tests/functional/041.out, first listing (dates filtered there).
+#[test]
+fn vdi_list_golden_041_snapshot_chain() {
+    let rows: [(u32, u32, &str, &[u32]); 4] = [
+        (0x7c2b25, 1, "snap1", &[0x7c2b25, 0, 0]),
+        (0x7c2b26, 2, "snap2", &[0x7c2b25, 0x7c2b26, 0]),
+        (0x7c2b27, 3, "snap3", &[0x7c2b27, 0x7c2b26, 0]),
+        (0x7c2b28, 4, "", &[0x7c2b27, 0x7c2b26, 0]),
+    ];
+    let mut out = String::new();
+    for (vid, snap_id, tag, ids) in rows {
+        let mut v = inode("test", vid, 12 * MB);
+        v.snap_id = snap_id;
+        v.tag = tag.into();
+        if !tag.is_empty() {
+            v.snap_ctime = T2018 << 32;
+        }
+        if vid != 0x7c2b25 {
+            v.parent_vdi_id = vid - 1;
+        }
+        let (my, cow) = inode_stat(vid, ids);
+        out.push_str(&vdi_list_row(&Utc, &v, my, cow, false));
+    }
+    assert_eq!(
+        out,
+        "s test         1   12 MB  4.0 MB  0.0 MB 2018-01-01 00:00   7c2b25      6         snap1  22\n\
+         s test         2   12 MB  4.0 MB  4.0 MB 2018-01-01 00:00   7c2b26      6         snap2  22\n\
+         s test         3   12 MB  4.0 MB  4.0 MB 2018-01-01 00:00   7c2b27      6         snap3  22\n  \
+         test         0   12 MB  0.0 MB  8.0 MB 2018-01-01 00:00   7c2b28      6                22\n"
+    );
+}
+
+/// A clone's first snapshot is an `s` (snap_id 1 and a parent, but a
+/// snapshot); the clone's next working VDI (snap_id 2) is a plain VDI.
+#[test]
+fn vdi_list_snapshot_of_a_clone() {
+    let mut s = inode("c1", 0x11, 4 * MB);
+    s.snap_id = 1;
+    s.parent_vdi_id = 0x10;
+    s.snap_ctime = 1;
+    s.tag = "t1".into();
+    assert_eq!(
+        vdi_list_row(&Utc, &s, 0, 1, true),
+        "s c1 1 4194304 0 4194304 1514764800 11 6 t1 22\n"
+    );
+    let mut w = inode("c1", 0x12, 4 * MB);
+    w.snap_id = 2;
+    w.parent_vdi_id = 0x11;
+    assert_eq!(
+        vdi_list_row(&Utc, &w, 0, 1, true),
+        "= c1 0 4194304 0 4194304 1514764800 12 6  22\n"
+    );
+}
+
 #[test]
 fn vdi_list_long_name_and_ec() {
     let mut v = inode("a-very-long-name", 0xabc, 40 * MB);

@@ -45,13 +45,21 @@ const COMMON: &[OptDesc] = &[
 /// `vdi` options (`vdi_options`) that Sheepfold implements.
 const VDI: &[OptDesc] = &[
     opt('P', "prealloc", false, "preallocate all the data objects"),
+    opt('n', "no-share", false, "share nothing with its parent"),
     opt('s', "snapshot", true, "specify a snapshot id or tag name"),
     opt('c', "copies", true, "specify the data redundancy level"),
+    opt('f', "force", false, "do operation forcibly"),
     opt(
         'z',
         "block_size_shift",
         true,
         "specify the bit shift num for data object size",
+    ),
+    opt(
+        'R',
+        "reduce-identical-snapshots",
+        false,
+        "do not create snapshot if working VDI doesn't have its own objects",
     ),
 ];
 
@@ -125,6 +133,20 @@ pub const SUBCOMMANDS: &[SubDesc] = &[
     },
     SubDesc {
         cmd: "vdi",
+        name: "snapshot",
+        arg: Some("<vdiname>"),
+        opts: "saphrvTR",
+        desc: "create a snapshot",
+    },
+    SubDesc {
+        cmd: "vdi",
+        name: "clone",
+        arg: Some("<src vdi> <dst vdi>"),
+        opts: "sPnaphrvT",
+        desc: "clone an image",
+    },
+    SubDesc {
+        cmd: "vdi",
         name: "delete",
         arg: Some("<vdiname>"),
         opts: "saphT",
@@ -132,10 +154,31 @@ pub const SUBCOMMANDS: &[SubDesc] = &[
     },
     SubDesc {
         cmd: "vdi",
+        name: "rollback",
+        arg: Some("<vdiname>"),
+        opts: "saphfrvT",
+        desc: "rollback to a snapshot",
+    },
+    SubDesc {
+        cmd: "vdi",
         name: "list",
         arg: Some("[vdiname]"),
         opts: "aprhT",
         desc: "list images",
+    },
+    SubDesc {
+        cmd: "vdi",
+        name: "tree",
+        arg: None,
+        opts: "aphT",
+        desc: "show images in tree view format",
+    },
+    SubDesc {
+        cmd: "vdi",
+        name: "resize",
+        arg: Some("<vdiname> <new size>"),
+        opts: "aphT",
+        desc: "resize an image",
     },
     SubDesc {
         cmd: "vdi",
@@ -150,6 +193,13 @@ pub const SUBCOMMANDS: &[SubDesc] = &[
         arg: Some("<vdiname> [<offset> [<len>]]"),
         opts: "aphT",
         desc: "write data to an image",
+    },
+    SubDesc {
+        cmd: "vdi",
+        name: "flatten",
+        arg: Some("<vdiname>"),
+        opts: "aphT",
+        desc: "copy the data an image shares with its parents into it",
     },
     SubDesc {
         cmd: "node",

@@ -9,14 +9,17 @@ pub mod cluster;
 pub mod node;
 pub mod vdi;
 pub mod vdi_io;
+pub mod vdi_snap;
 
 use std::io::{self, BufRead, Write};
 use std::net::IpAddr;
 
-use qemu_proto::consts::{SD_MAX_NODES, SD_MAX_VDI_LEN, SD_MAX_VDI_TAG_LEN, SD_NODE_SIZE};
+use qemu_proto::consts::{
+    SD_INODE_HEADER_SIZE, SD_MAX_NODES, SD_MAX_VDI_LEN, SD_MAX_VDI_TAG_LEN, SD_NODE_SIZE,
+};
 use qemu_proto::flags::{CMD_COW, CMD_WRITE};
 use qemu_proto::node::decode_node_list;
-use qemu_proto::{ObjArgs, ObjectId, Opcode, SdNode, SdRequest, SdResult};
+use qemu_proto::{InodeHeader, ObjArgs, ObjectId, Opcode, SdNode, SdRequest, SdResult, VdiArgs};
 
 use crate::client::{request, Connection};
 use crate::error::{exit, DogError};
@@ -133,6 +136,26 @@ pub fn open_failed(name: &str, snapid: i32, tag: &str, reason: impl std::fmt::Di
     format!("Failed to open VDI {name} (snapshot id: {snapid} snapshot tag: {tag}): {reason}")
 }
 
+/// GET_VDI_INFO (`find_vdi_name`) with the sheep's answer as is: the vid,
+/// or the failed result. `Err` only for a transport failure.
+pub fn lookup_vdi(
+    conn: &mut Connection,
+    name: &str,
+    snapid: i32,
+    tag: &str,
+) -> Result<Result<u32, SdResult>, DogError> {
+    let mut req = request(Opcode::GetVdiInfo);
+    req.flags = CMD_WRITE;
+    let mut vdi = req.vdi();
+    vdi.snapid = snapid as u32;
+    req.set_vdi(&vdi);
+    let reply = conn.exec(req, &name_payload(name, Some(tag)))?;
+    if reply.rsp.result != SdResult::SUCCESS {
+        return Ok(Err(reply.rsp.result));
+    }
+    Ok(Ok(reply.rsp.vdi().vdi_id))
+}
+
 /// GET_VDI_INFO (`find_vdi_name`): the vid of `name` at snapshot `snapid`
 /// or `tag`. Failures print dog's "Failed to open VDI ..." line, exit 1.
 pub fn find_vdi(
@@ -141,28 +164,83 @@ pub fn find_vdi(
     snapid: i32,
     tag: &str,
 ) -> Result<u32, DogError> {
-    let mut req = request(Opcode::GetVdiInfo);
+    let found = lookup_vdi(conn, name, snapid, tag).map_err(|e| {
+        e.then(
+            open_failed(name, snapid, tag, SdResult::EIO.message()),
+            exit::FAILURE,
+        )
+    })?;
+    found.map_err(|result| DogError::failure(open_failed(name, snapid, tag, result.message())))
+}
+
+/// Parameters of a NEW_VDI request (`do_vdi_create`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NewVdi {
+    /// Size in bytes.
+    pub size: u64,
+    /// Base vid: the snapshot to clone or the working VDI to snapshot.
+    pub base_vid: u32,
+    /// Make a snapshot (`snapid = 1` on the wire).
+    pub snapshot: bool,
+    /// Copies (0 = cluster default).
+    pub copies: u8,
+    /// Copy policy.
+    pub copy_policy: u8,
+    /// Store policy (1 = hyper volume).
+    pub store_policy: u8,
+    /// Object size shift (0 = cluster default).
+    pub block_size_shift: u8,
+}
+
+/// NEW_VDI (`do_vdi_create`): the vid in the reply. A refusal prints
+/// "Failed to create VDI %s: %s" (exit 1); transport failures exit 2.
+pub fn new_vdi(conn: &mut Connection, name: &str, p: &NewVdi) -> Result<u32, DogError> {
+    let mut req = request(Opcode::NewVdi);
     req.flags = CMD_WRITE;
-    let mut vdi = req.vdi();
-    vdi.snapid = snapid as u32;
-    req.set_vdi(&vdi);
+    req.set_vdi(&VdiArgs {
+        vdi_size: p.size,
+        base_vdi_id: p.base_vid,
+        snapid: u32::from(p.snapshot),
+        copies: p.copies,
+        copy_policy: p.copy_policy,
+        store_policy: p.store_policy,
+        block_size_shift: p.block_size_shift,
+        ..Default::default()
+    });
     let reply = conn
-        .exec(req, &name_payload(name, Some(tag)))
-        .map_err(|e| {
-            e.then(
-                open_failed(name, snapid, tag, SdResult::EIO.message()),
-                exit::FAILURE,
-            )
-        })?;
+        .exec(req, &name_payload(name, None))
+        .map_err(|e| e.with_code(exit::SYSFAIL))?;
     if reply.rsp.result != SdResult::SUCCESS {
-        return Err(DogError::failure(open_failed(
-            name,
-            snapid,
-            tag,
-            reply.rsp.result.message(),
+        return Err(DogError::failure(format!(
+            "Failed to create VDI {name}: {}",
+            reply.rsp.result.message()
         )));
     }
     Ok(reply.rsp.vdi().vdi_id)
+}
+
+/// Reads and decodes an inode header (`dog_read_object` of 4664 bytes):
+/// failures print "Failed to read object ..." (exit 1).
+pub fn read_inode_header(conn: &mut Connection, vid: u32) -> Result<InodeHeader, DogError> {
+    let oid = ObjectId::inode(vid);
+    let data = read_object(conn, oid, SD_INODE_HEADER_SIZE as u32, 0)?;
+    InodeHeader::decode(&data)
+        .map_err(|e| DogError::failure(format!("Failed to read object {:016x} {e}", oid.0)))
+}
+
+/// Writes `data` into an object with one WRITE_OBJ; failures print
+/// `dog_write_object`'s "Failed to write object %016x: %s" (exit 1).
+pub fn write_object(conn: &mut Connection, spec: &WriteSpec, data: &[u8]) -> Result<(), DogError> {
+    let reply = conn.exec(write_obj_req(spec), data).map_err(|e| {
+        e.then(
+            format!("Failed to write object {:016x}", spec.oid.0),
+            exit::SYSFAIL,
+        )
+    })?;
+    if reply.rsp.result != SdResult::SUCCESS {
+        return Err(write_failed(spec.oid, reply.rsp.result));
+    }
+    Ok(())
 }
 
 /// A READ_OBJ request for `len` bytes of `oid` at `offset`.

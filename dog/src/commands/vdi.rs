@@ -8,13 +8,13 @@
 
 use qemu_proto::consts::{SD_INODE_DATA_INDEX, SD_INODE_HEADER_SIZE, VDI_BITMAP_BYTES};
 use qemu_proto::inode::{decode_data_vdi_ids, DATA_VDI_ID_OFFSET};
-use qemu_proto::{InodeHeader, ObjectId, Opcode, SdResult, VdiArgs};
+use qemu_proto::{InodeHeader, ObjectId, Opcode, SdResult};
 
 use crate::client::{request, Connection, Reply};
 use crate::commands::vdi_io::WriteChunk;
 use crate::commands::{
-    check_vdi_name, connect_with_nodes, find_vdi, name_payload, open_failed, print_out,
-    read_failed, read_obj_req, read_object, warn, Ctx, WriteSpec,
+    check_vdi_name, connect_with_nodes, find_vdi, lookup_vdi, name_payload, new_vdi, open_failed,
+    print_out, read_failed, read_obj_req, read_object, warn, Ctx, NewVdi, WriteSpec,
 };
 use crate::error::{exit, DogError};
 use crate::options::{Copies, SnapshotSel};
@@ -205,23 +205,17 @@ pub fn create(ctx: &Ctx, name: &str, size_arg: &str, opts: &CreateOpts) -> Resul
         return Err(DogError::usage("VDI size is too large"));
     }
 
-    let mut req = request(Opcode::NewVdi);
-    req.flags = qemu_proto::flags::CMD_WRITE;
-    req.set_vdi(&VdiArgs {
-        vdi_size: size,
-        copies: opts.copies.copies,
-        copy_policy: opts.copies.policy,
-        block_size_shift: opts.block_size_shift,
-        ..Default::default()
-    });
-    let reply = conn.exec(req, &name_payload(name, None))?;
-    if reply.rsp.result != SdResult::SUCCESS {
-        return Err(DogError::failure(format!(
-            "Failed to create VDI {name}: {}",
-            reply.rsp.result.message()
-        )));
-    }
-    let vid = reply.rsp.vdi().vdi_id;
+    let vid = new_vdi(
+        &mut conn,
+        name,
+        &NewVdi {
+            size,
+            copies: opts.copies.copies,
+            copy_policy: opts.copies.policy,
+            block_size_shift: opts.block_size_shift,
+            ..Default::default()
+        },
+    )?;
     if opts.prealloc {
         prealloc(&mut conn, vid)?;
     }
@@ -298,7 +292,7 @@ fn prealloc(conn: &mut Connection, vid: u32) -> Result<(), DogError> {
 }
 
 /// `dog vdi delete NAME [-s ID|TAG]`: GET_VDI_INFO then DEL_VDI; the sheep
-/// frees the objects. Unlike Sheepdog every failure exits non-zero.
+/// frees the objects. A missing VDI or tag exits 0, as in Sheepdog.
 pub fn delete(ctx: &Ctx, name: &str, snap: &SnapshotSel) -> Result<(), DogError> {
     check_vdi_name(name).map_err(|why| DogError::Exit {
         message: open_failed(name, snap.id, &snap.tag, why),
@@ -310,8 +304,38 @@ pub fn delete(ctx: &Ctx, name: &str, snap: &SnapshotSel) -> Result<(), DogError>
             exit::FAILURE,
         )
     })?;
+    match lookup_vdi(&mut conn, name, snap.id, &snap.tag) {
+        // Deleting what is not there is not an error for Sheepdog's dog,
+        // and OpenStack Cinder relies on that: it reads the message on
+        // stderr and only warns. Every other failure exits non-zero.
+        Ok(Err(result)) if result == SdResult::NO_VDI || result == SdResult::NO_TAG => {
+            warn(&open_failed(name, snap.id, &snap.tag, result.message()));
+            return Ok(());
+        }
+        _ => {}
+    }
     find_vdi(&mut conn, name, snap.id, &snap.tag)?;
 
+    match del_vdi(&mut conn, name, snap)? {
+        Ok(()) => Ok(()),
+        Err(result) => Err(DogError::Exit {
+            message: format!("Failed to delete {name}: {}", result.message()),
+            code: if result == SdResult::NO_VDI {
+                exit::MISSING
+            } else {
+                exit::FAILURE
+            },
+        }),
+    }
+}
+
+/// DEL_VDI of `name` at snapshot `snap` (payload name + tag, `vdi.snapid`):
+/// the sheep's refusal as is; `Err` only for a transport failure.
+pub fn del_vdi(
+    conn: &mut Connection,
+    name: &str,
+    snap: &SnapshotSel,
+) -> Result<Result<(), SdResult>, DogError> {
     let mut req = request(Opcode::DelVdi);
     req.flags = qemu_proto::flags::CMD_WRITE;
     let mut args = req.vdi();
@@ -319,15 +343,7 @@ pub fn delete(ctx: &Ctx, name: &str, snap: &SnapshotSel) -> Result<(), DogError>
     req.set_vdi(&args);
     let reply = conn.exec(req, &name_payload(name, Some(&snap.tag)))?;
     if reply.rsp.result != SdResult::SUCCESS {
-        let code = if reply.rsp.result == SdResult::NO_VDI {
-            exit::MISSING
-        } else {
-            exit::FAILURE
-        };
-        return Err(DogError::Exit {
-            message: format!("Failed to delete {name}: {}", reply.rsp.result.message()),
-            code,
-        });
+        return Ok(Err(reply.rsp.result));
     }
-    Ok(())
+    Ok(Ok(()))
 }

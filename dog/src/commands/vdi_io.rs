@@ -23,14 +23,17 @@ use crate::pipeline::{run_ordered, Step, Task, DEFAULT_WINDOW};
 use crate::size::parse_size;
 
 /// A looked-up VDI: connection, vid and inode header.
-struct Opened {
-    conn: Connection,
-    vid: u32,
-    inode: InodeHeader,
+pub(crate) struct Opened {
+    /// The connection the lookup went over.
+    pub conn: Connection,
+    /// The VDI's vid.
+    pub vid: u32,
+    /// Its inode header.
+    pub inode: InodeHeader,
 }
 
 /// dog's message when the inode cannot be read (`read_vdi_obj`).
-fn read_vdi_failed(name: &str, snap: &SnapshotSel) -> String {
+pub(crate) fn read_vdi_failed(name: &str, snap: &SnapshotSel) -> String {
     if snap.id != 0 {
         format!("Failed to read a snapshot {name}:{}", snap.id)
     } else if !snap.tag.is_empty() {
@@ -41,7 +44,7 @@ fn read_vdi_failed(name: &str, snap: &SnapshotSel) -> String {
 }
 
 /// Connects, finds the VDI and reads its inode header (exit 1 on failure).
-fn open_vdi(ctx: &Ctx, name: &str, snap: &SnapshotSel) -> Result<Opened, DogError> {
+pub(crate) fn open_vdi(ctx: &Ctx, name: &str, snap: &SnapshotSel) -> Result<Opened, DogError> {
     check_vdi_name(name).map_err(|why| DogError::Exit {
         message: open_failed(name, snap.id, &snap.tag, why),
         code: exit::USAGE,
