@@ -88,6 +88,15 @@ pub enum VdiRpc {
     /// Look a name up; sent to the name's owner when the local registry
     /// does not know it.
     Lookup(VdiRef),
+    /// Index entries of a VDI of `family` stopped pointing at these
+    /// objects (owner vid, index); free those nobody references any more.
+    /// Sent to the family's owner.
+    Unreference {
+        /// The family.
+        family: u32,
+        /// The objects given up, as (owner vid, index).
+        objects: Vec<(u32, u32)>,
+    },
     /// Hold a vid for a VDI being made.
     Reserve(Claim),
     /// Drop a reservation.
@@ -304,6 +313,21 @@ impl VdiService {
         }
     }
 
+    /// Called after a client rewrote index entries of `vid`'s inode (QEMU
+    /// drops references that way when it discards or deletes): frees the
+    /// objects (owner vid, index) that no VDI references any more, as
+    /// Sheepdog's gateway does.
+    pub async fn unreference(&self, vid: u32, objects: Vec<(u32, u32)>) -> Result<(), SheepError> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        let family = self.family_of(vid)?;
+        let rpc = VdiRpc::Unreference { family, objects };
+        self.on_owner(ObjectId::inode(family), rpc)
+            .await
+            .map(|_| ())
+    }
+
     /// Runs `rpc` on the owner of `key` (the primary replica of that inode
     /// object): here, or forwarded in our view.
     async fn on_owner(&self, key: ObjectId, rpc: VdiRpc) -> Result<VdiReply, SheepError> {
@@ -341,6 +365,10 @@ impl VdiService {
                 .lookup_local(&r)
                 .await
                 .map(|(vid, _)| VdiReply::Vid(vid)),
+            VdiRpc::Unreference { family, objects } => {
+                self.unreference_as_owner(family, &objects).await?;
+                Ok(VdiReply::Done)
+            }
             VdiRpc::Reserve(claim) => Ok(match self.registry.reserve(&claim) {
                 Ok(()) => VdiReply::Done,
                 Err(c) => VdiReply::Conflict(c),

@@ -53,6 +53,45 @@ impl VdiService {
         Ok(vid)
     }
 
+    /// Frees the given objects (owner vid, index) that no live member of
+    /// `family` references.
+    pub(super) async fn unreference_as_owner(
+        &self,
+        family: u32,
+        objects: &[(u32, u32)],
+    ) -> Result<(), SheepError> {
+        let _one_at_a_time = self.owner_lock.lock().await;
+        let Some(len) = objects.iter().map(|(_, idx)| *idx as usize + 1).max() else {
+            return Ok(());
+        };
+        let copies = self.copies(objects[0].0);
+        // Check each object at its own index: a sparse index with just
+        // those entries (an index holds one owner per entry, so objects
+        // at the same index go in separate rounds).
+        let mut pending: Vec<(u32, u32)> = objects.to_vec();
+        let mut garbage = Vec::new();
+        while !pending.is_empty() {
+            let mut index = vec![0u32; len];
+            let mut later = Vec::new();
+            for (owner, idx) in pending {
+                match index[idx as usize] {
+                    0 => index[idx as usize] = owner,
+                    o if o == owner => {}
+                    _ => later.push((owner, idx)),
+                }
+            }
+            garbage.extend(self.unreferenced(family, &index).await?);
+            pending = later;
+        }
+        let mut removals = futures::stream::iter(garbage)
+            .map(|oid| self.gateway.remove(oid, copies))
+            .buffer_unordered(PARALLELISM);
+        while let Some(r) = removals.next().await {
+            r?;
+        }
+        Ok(())
+    }
+
     /// The objects `index` references that no live member of `family`
     /// references.
     async fn unreferenced(&self, family: u32, index: &[u32]) -> Result<Vec<ObjectId>, SheepError> {

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use qemu_proto::cluster::{ClusterInfo, ClusterStatus, EpochLog};
 use qemu_proto::consts::{self, SD_INODE_SIZE};
 use qemu_proto::header::{ClusterDefaultRsp, NodeRsp, VdiRsp};
+use qemu_proto::inode;
 use qemu_proto::name::{decode_fixed, validate_vdi_name};
 use qemu_proto::node::{NodeId, SdNode};
 use qemu_proto::{flags, ObjectId, Opcode, SdRequest, SdResponse, SdResult};
@@ -262,11 +263,57 @@ async fn write_obj(sheep: &Sheep, req: &SdRequest, data: Bytes) -> OpResult {
     check_range(sheep, oid, args.offset, data.len() as u32)?;
     check_writable(sheep, oid)?;
     let copies = copies_for(sheep, req, oid);
+    let entries = index_entries(oid, args.offset, data.len());
+    let before = match entries {
+        Some((first, count)) => Some(
+            sheep
+                .gateway
+                .read(oid, inode::data_vid_offset(first), count * 4, copies)
+                .await?,
+        ),
+        None => None,
+    };
     sheep
         .gateway
-        .write(oid, args.offset, data, copies, wants_sync(req))
+        .write(oid, args.offset, data.clone(), copies, wants_sync(req))
         .await?;
+    if let (Some((first, _)), Some(before)) = (entries, before) {
+        // The client rewrote index entries (QEMU's discard and snapshot
+        // delete do): the objects they pointed at may now be garbage.
+        let base = inode::data_vid_offset(first);
+        let mut after = before.to_vec();
+        for (i, byte) in data.iter().enumerate() {
+            let at = args.offset + i as u64;
+            if at >= base && at < base + after.len() as u64 {
+                after[(at - base) as usize] = *byte;
+            }
+        }
+        let old = inode::decode_data_vdi_ids(&before);
+        let new = inode::decode_data_vdi_ids(&after);
+        let released: Vec<(u32, u32)> = old
+            .iter()
+            .zip(&new)
+            .enumerate()
+            .filter(|(_, (o, n))| **o != 0 && o != n)
+            .map(|(i, (o, _))| (*o, first + i as u32))
+            .collect();
+        sheep.vdis.unreference(oid.vid(), released).await?;
+    }
     Ok(Bytes::new())
+}
+
+/// The index entries (first, count) a write into `oid` at `offset` touches,
+/// if `oid` is an inode and the write reaches its data_vdi_id array.
+fn index_entries(oid: ObjectId, offset: u64, len: usize) -> Option<(u32, u32)> {
+    let start = inode::DATA_VDI_ID_OFFSET;
+    let end = start + 4 * consts::SD_INODE_DATA_INDEX;
+    let (lo, hi) = (offset.max(start), (offset + len as u64).min(end));
+    if !oid.is_inode() || lo >= hi {
+        return None;
+    }
+    let first = (lo - start) / 4;
+    let last = (hi - start).div_ceil(4);
+    Some((first as u32, (last - first) as u32))
 }
 
 async fn create_and_write_obj(sheep: &Sheep, req: &SdRequest, data: Bytes) -> OpResult {
