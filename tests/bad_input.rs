@@ -11,11 +11,12 @@
 //! flags u16@2, epoch u32@4, id u32@8, data_length u32@12, 32 opcode-specific bytes @16
 //! (object requests: oid u64@16, offset u32@40). Response: same first 16 bytes, result u32@16.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sheepfold_tests::data::{assert_same_bytes, random_bytes};
+use sheepfold_tests::net::{drain_until_closed, read_n, Got};
 use sheepfold_tests::text::sd_hash_vdi;
 use sheepfold_tests::Cluster;
 
@@ -74,58 +75,12 @@ fn connect(port: u16) -> TcpStream {
     s
 }
 
-fn is_reset(kind: ErrorKind) -> bool {
-    matches!(
-        kind,
-        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
-    )
-}
-
 /// Reads one response header, or notices a close, within `timeout`.
 fn read_reply(s: &mut TcpStream, timeout: Duration) -> Reply {
-    let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; HEADER_LEN];
-    let mut got = 0;
-    while got < HEADER_LEN {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Reply::Silent;
-        }
-        s.set_read_timeout(Some(left)).expect("read timeout");
-        match s.read(&mut buf[got..]) {
-            Ok(0) => return Reply::Closed { partial: got },
-            Ok(n) => got += n,
-            Err(e) if is_reset(e.kind()) => return Reply::Closed { partial: got },
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("reading from sheep: {e}"),
-        }
-    }
-    Reply::Header(buf)
-}
-
-/// Reads and discards everything until the server closes; `Err` if it is still open after
-/// `timeout`. Returns how many bytes were discarded.
-fn drain_until_closed(s: &mut TcpStream, timeout: Duration) -> Result<usize, String> {
-    let deadline = Instant::now() + timeout;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!(
-                "connection still open after {timeout:?} ({total} bytes received)"
-            ));
-        }
-        s.set_read_timeout(Some(left)).expect("read timeout");
-        match s.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => total += n,
-            Err(e) if is_reset(e.kind()) => return Ok(total),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("reading from sheep: {e}"),
-        }
+    match read_n(s, HEADER_LEN, timeout) {
+        Got::Bytes(b) => Reply::Header(b.try_into().expect("48 bytes")),
+        Got::Closed { partial } => Reply::Closed { partial },
+        Got::Silent => Reply::Silent,
     }
 }
 

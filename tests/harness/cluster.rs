@@ -3,7 +3,7 @@
 //! Layout (contract, "Test harness contract"): `<tmp>/local/` is the `-c local:DIR` runtime
 //! directory shared by all nodes, `<tmp>/nK/` is node K's store, and `<tmp>/nK/sheep.log`
 //! collects its stdout and stderr (appended across restarts, with a marker line per start).
-//! Each node has its own free data and gossip ports, kept across restarts.
+//! Each node has its own free data, gossip and NBD ports, kept across restarts.
 //!
 //! Nodes start one at a time; each start waits until every running node lists the new one
 //! (`dog node list -r`, bounded), so a fresh cluster has a deterministic membership history.
@@ -116,6 +116,8 @@ pub struct Node {
     pub port: u16,
     /// Gossip port (`--gossip-port`).
     pub gossip_port: u16,
+    /// NBD port (`--nbd-port`), where NBD clients connect.
+    pub nbd_port: u16,
     /// Zone passed with `-z`, if any.
     pub zone: Option<u32>,
     /// Store directory (the positional STORE_DIR argument).
@@ -171,6 +173,16 @@ impl Cluster {
         self.nodes[i].port
     }
 
+    /// NBD port of node `i`.
+    pub fn nbd_port(&self, i: usize) -> u16 {
+        self.nodes[i].nbd_port
+    }
+
+    /// `nbd://127.0.0.1:PORT/EXPORT` for node `i`; the export name is a VDI name.
+    pub fn nbd_uri(&self, i: usize, export: &str) -> String {
+        format!("nbd://127.0.0.1:{}/{export}", self.nbd_port(i))
+    }
+
     /// Store directory of node `i`.
     pub fn store(&self, i: usize) -> &Path {
         &self.nodes[i].store
@@ -209,6 +221,21 @@ impl Cluster {
         }
     }
 
+    /// Panics (with the log tail) if node `i` is not running or its log contains `panicked`.
+    pub fn assert_no_panic(&self, i: usize) {
+        self.assert_running(i);
+        let log = self.log(i);
+        if let Some(at) = log.find("panicked") {
+            let start = log[..at].rfind('\n').map_or(0, |n| n + 1);
+            let end = (at + 2000).min(log.len());
+            panic!(
+                "sheep node {i} (port {}) logged a panic:\n{}",
+                self.port(i),
+                String::from_utf8_lossy(&log.as_bytes()[start..end])
+            );
+        }
+    }
+
     /// Allocates ports for a new node, starts it, and waits until every running node (the
     /// new one included) lists all running nodes. Returns the new node's index.
     pub fn add_node(&mut self) -> usize {
@@ -219,6 +246,7 @@ impl Cluster {
             index,
             port: free_port(),
             gossip_port: free_port(),
+            nbd_port: free_port(),
             zone: self.distinct_zones.then_some(index as u32),
             store,
             process: Mutex::new(None),
@@ -235,6 +263,7 @@ impl Cluster {
         cmd.args(["-p", &node.port.to_string()])
             .args(["-b", "127.0.0.1", "-y", "127.0.0.1"])
             .args(["--gossip-port", &node.gossip_port.to_string()])
+            .args(["--nbd-port", &node.nbd_port.to_string()])
             .arg("-c")
             .arg(format!("local:{}", self.local_dir.display()))
             .arg("-n");
@@ -458,6 +487,32 @@ impl Cluster {
                 self.all_log_tails()
             );
         }
+    }
+
+    /// The vid of VDI `name` (the working VDI), from `dog vdi list -r NAME` on node `i`.
+    pub fn vdi_id(&self, i: usize, name: &str) -> u32 {
+        let raw = self.dog_ok(i, &["vdi", "list", "-r", name]);
+        // "= NAME 0 SIZE USED SHARED CTIME VID COPIES TAG BSS"
+        raw.lines()
+            .map(|l| l.split(' ').collect::<Vec<_>>())
+            .find(|f| f.len() > 7 && f[1] == name)
+            .and_then(|f| u32::from_str_radix(f[7], 16).ok())
+            .unwrap_or_else(|| panic!("no vid for {name} in dog vdi list -r:\n{raw}"))
+    }
+
+    /// Runs an external client (qemu-img, nbdcopy, ...) with a timeout; panics, with every
+    /// node's log tail, unless it exits 0. Returns its output.
+    pub fn tool_ok(&self, cmd: Command, timeout: Duration) -> Output {
+        let desc = describe_command(&cmd);
+        let out = crate::process::run_with_timeout(cmd, None, timeout);
+        if !out.status.success() {
+            panic!(
+                "{desc} failed: {}\n{}",
+                dog::describe_output(&out),
+                self.all_log_tails()
+            );
+        }
+        out
     }
 
     /// Names of the object files in node `i`'s `<store>/obj`.

@@ -17,6 +17,14 @@
 //! - [`data`]: seeded random data, on-disk object listings and byte comparisons.
 //! - [`text`]: expected output lines of `dog` (reference section 5.3), UTC time formatting,
 //!   masking and the VDI name hash.
+//! - [`tools`]: external clients (qemu-img, qemu-io, nbdinfo, nbdcopy, fio) run with a timeout,
+//!   and a parser for `qemu-img map --output=json`. Every node also serves NBD on its own port
+//!   ([`Cluster::nbd_port`], [`Cluster::nbd_uri`]).
+//! - [`net`]: bounded reads for raw-protocol tests (answer, close or silence).
+//! - [`nbd_raw`]: a raw NBD client (handshake, options, requests, replies laid out by hand) for
+//!   malformed input and for connections held open across other clients' writes.
+//! - [`qemu_client`]: a Sheepdog-protocol client that sends exactly what QEMU 5.2's
+//!   `block/sheepdog.c` sends (QEMU 5.2 itself is no longer packaged).
 //!
 //! # Environment knobs
 //!
@@ -29,9 +37,14 @@ pub mod bins;
 pub mod cluster;
 pub mod data;
 pub mod dog;
+pub mod nbd_raw;
+pub mod net;
 pub mod ports;
 pub mod process;
+pub mod qemu_client;
+pub mod snapshots;
 pub mod text;
+pub mod tools;
 pub mod wait;
 
 pub use cluster::{Cluster, ClusterBuilder, Node};

@@ -15,6 +15,10 @@
 //!   object removed, so a reader never follows an index to a missing object.
 //! - Durability follows the client: with FUA each step is synced on every
 //!   replica; without, the next flush syncs everything written so far.
+//! - Other nodes may serve the same VDI: before allocating an object, and
+//!   before reporting or reading a range as unallocated, a volume re-reads
+//!   those index entries from the inode; objects are created exclusively,
+//!   so an object another node made is written into, never replaced.
 //! - A volume follows its VDI: when a snapshot freezes the VDI under it
 //!   (writes get READONLY) or another node changed the index (a read finds
 //!   no object), it looks the VDI up again and retries once, as QEMU's
@@ -32,6 +36,7 @@ use crate::cluster::BoxFuture;
 use crate::error::SheepError;
 use crate::frontend::export::{BlockExport, ExportCatalog, Extent};
 use crate::gateway::Gateway;
+use crate::store::CreateMode;
 
 /// Allocation locks are striped: objects whose index is equal modulo this
 /// share a lock, which bounds memory for huge VDIs.
@@ -108,6 +113,43 @@ impl Volume {
         self.state.read().expect("volume lock").index[idx as usize]
     }
 
+    /// Re-reads index entries `[first, first + count)` from the inode into
+    /// the cache: another node may have allocated (or copied) objects this
+    /// volume has not seen.
+    async fn refresh(&self, first: u32, count: u32) -> Result<(), SheepError> {
+        let (vid, copies) = (self.vid(), self.copies());
+        let raw = self
+            .gateway
+            .read(
+                ObjectId::inode(vid),
+                inode::data_vid_offset(first),
+                count * 4,
+                copies,
+            )
+            .await?;
+        let mut st = self.state.write().expect("volume lock");
+        if st.vid == vid {
+            for (i, owner) in inode::decode_data_vdi_ids(&raw).into_iter().enumerate() {
+                st.index[first as usize + i] = owner;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refreshes the span of index entries under `[offset, offset + len)`
+    /// if the cache thinks any of them unallocated: only then can the cache
+    /// be missing something another node wrote.
+    async fn refresh_holes(&self, offset: u64, len: u64) -> Result<(), SheepError> {
+        let size = self.object_size();
+        let first = (offset / size) as u32;
+        let last = ((offset + len).div_ceil(size)) as u32;
+        let any_hole = (first..last).any(|idx| self.owner(idx) == 0);
+        if any_hole {
+            self.refresh(first, last - first).await?;
+        }
+        Ok(())
+    }
+
     fn object_size(&self) -> u64 {
         1 << self.state.read().expect("volume lock").object_shift
     }
@@ -157,6 +199,7 @@ impl Volume {
 
     async fn try_read(&self, offset: u64, len: u32) -> Result<Bytes, SheepError> {
         self.check(offset, u64::from(len), false)?;
+        self.refresh_holes(offset, u64::from(len)).await?;
         let copies = self.copies();
         let reads = self
             .pieces(offset, u64::from(len))
@@ -224,20 +267,43 @@ impl Volume {
         let oid = ObjectId::data(vid, idx);
         if self.owner(idx) != vid {
             let _alloc = self.alloc_locks[idx as usize % ALLOC_STRIPES].lock().await;
-            match self.owner(idx) {
-                owner if owner == vid => {}
-                0 => {
-                    self.gateway.create(oid, start, data, copies, fua).await?;
-                    return self.set_owner(idx, vid, fua).await;
-                }
+            // Another node may have allocated or copied this object since
+            // we cached the index: ask the inode before making one.
+            self.refresh(idx, 1).await?;
+            let made = match self.owner(idx) {
+                owner if owner == vid => None,
+                0 => Some(
+                    self.gateway
+                        .create_with_mode(
+                            oid,
+                            start,
+                            data.clone(),
+                            copies,
+                            fua,
+                            CreateMode::Exclusive,
+                        )
+                        .await,
+                ),
                 parent => {
                     let src = ObjectId::data(parent, idx);
                     let size = self.object_size();
-                    self.gateway
-                        .create_from(oid, src, copies, size, start, data, copies, fua)
-                        .await?;
+                    Some(
+                        self.gateway
+                            .create_from(oid, src, copies, size, start, data.clone(), copies, fua)
+                            .await,
+                    )
+                }
+            };
+            match made {
+                None => {}
+                Some(Ok(())) => return self.set_owner(idx, vid, fua).await,
+                // Made by another node in the meantime: write into it and
+                // point the index at it (the same value that node sets).
+                Some(Err(e)) if e.result() == SdResult::OID_EXIST => {
+                    self.gateway.write(oid, start, data, copies, fua).await?;
                     return self.set_owner(idx, vid, fua).await;
                 }
+                Some(Err(e)) => return Err(e),
             }
         }
         self.gateway.write(oid, start, data, copies, fua).await
@@ -300,8 +366,9 @@ impl Volume {
         Ok(())
     }
 
-    fn extents(&self, offset: u64, len: u64) -> Result<Vec<Extent>, SheepError> {
+    async fn extents(&self, offset: u64, len: u64) -> Result<Vec<Extent>, SheepError> {
         self.check(offset, len, false)?;
+        self.refresh_holes(offset, len).await?;
         let mut out: Vec<Extent> = Vec::new();
         for (idx, _, n) in self.pieces(offset, len) {
             let hole = self.owner(idx) == 0;
@@ -357,7 +424,7 @@ impl BlockExport for Volume {
         offset: u64,
         len: u64,
     ) -> BoxFuture<'_, Result<Vec<Extent>, SheepError>> {
-        Box::pin(std::future::ready(self.extents(offset, len)))
+        Box::pin(self.extents(offset, len))
     }
 }
 
