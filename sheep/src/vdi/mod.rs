@@ -188,7 +188,7 @@ impl VdiService {
 
     /// True if `vid` is a snapshot: its data objects are read-only.
     pub fn is_snapshot(&self, vid: u32) -> bool {
-        self.registry.meta(vid).is_some_and(|m| m.snapshot)
+        self.registry.is_snapshot(vid)
     }
 
     /// Reads a VDI's inode header.

@@ -189,6 +189,16 @@ impl VdiRegistry {
             .cloned()
     }
 
+    /// True if `vid` is a snapshot (checked on every write: no cloning).
+    pub fn is_snapshot(&self, vid: u32) -> bool {
+        self.state
+            .lock()
+            .expect("registry lock")
+            .live
+            .get(&vid)
+            .is_some_and(|m| m.snapshot)
+    }
+
     /// Live VDIs of a family (with their metadata).
     pub fn family(&self, family: u32) -> Vec<(u32, VdiMeta)> {
         let st = self.state.lock().expect("registry lock");
