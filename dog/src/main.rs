@@ -14,12 +14,17 @@
 //! * `output`: the exact table formats; `treeview`: the `vdi tree` layout;
 //!   `size`: size parsing and printing.
 //! * `options`: option value parsing; `usage`: help texts; `error`: errors.
+//! * `args_admin`: options of the operator commands (`node kill|recovery|
+//!   vnodes`, `cluster recover|check`, `vdi check`); `output_admin`: their
+//!   formats.
 
+mod args_admin;
 mod client;
 mod commands;
 mod error;
 mod options;
 mod output;
+mod output_admin;
 mod pipeline;
 mod size;
 mod treeview;
@@ -397,7 +402,7 @@ fn snapshot_opt(v: &Option<String>) -> Result<SnapshotSel, DogError> {
 }
 
 /// Parses the arguments after `dog CMD SUB` into an [`Invocation`].
-fn build(sub: &SubDesc, args: &[String]) -> Result<Invocation, DogError> {
+fn build(sub: &'static SubDesc, args: &[String]) -> Result<Invocation, DogError> {
     match (sub.cmd, sub.name) {
         ("node", "list") => {
             let a: RawArgs = parse(args)?;
@@ -517,6 +522,7 @@ fn build(sub: &SubDesc, args: &[String]) -> Result<Invocation, DogError> {
             };
             invocation(&a.common, false, false, move |c| cluster::format(c, &opts))
         }
+        _ if args_admin::handles(sub) => args_admin::build(sub, args),
         _ => unreachable!("subcommand table and dispatch disagree"),
     }
 }

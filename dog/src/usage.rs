@@ -61,7 +61,16 @@ const VDI: &[OptDesc] = &[
         false,
         "do not create snapshot if working VDI doesn't have its own objects",
     ),
+    opt(
+        'e',
+        "exist",
+        false,
+        "only say whether objects were missing (Sheepfold\n                          repairs them in the same pass)",
+    ),
 ];
+
+/// `node` options (`node_options`) that Sheepfold implements.
+const NODE: &[OptDesc] = &[opt('l', "local", false, "issue request to local node")];
 
 /// `cluster` options (`cluster_options`) that Sheepfold implements.
 const CLUSTER: &[OptDesc] = &[
@@ -124,6 +133,13 @@ pub struct SubDesc {
 
 /// Every implemented subcommand, in dog's table order.
 pub const SUBCOMMANDS: &[SubDesc] = &[
+    SubDesc {
+        cmd: "vdi",
+        name: "check",
+        arg: Some("<vdiname>"),
+        opts: "seaphT",
+        desc: "check and repair image's consistency",
+    },
     SubDesc {
         cmd: "vdi",
         name: "create",
@@ -203,6 +219,13 @@ pub const SUBCOMMANDS: &[SubDesc] = &[
     },
     SubDesc {
         cmd: "node",
+        name: "kill",
+        arg: Some("<node id>"),
+        opts: "aprhlT",
+        desc: "kill node",
+    },
+    SubDesc {
+        cmd: "node",
         name: "list",
         arg: None,
         opts: "aprhT",
@@ -214,6 +237,20 @@ pub const SUBCOMMANDS: &[SubDesc] = &[
         arg: None,
         opts: "aprhT",
         desc: "show information about each node",
+    },
+    SubDesc {
+        cmd: "node",
+        name: "recovery",
+        arg: Some("<max> <interval>"),
+        opts: "aphrT",
+        desc: "show recovery information or set/get recovery speed throttling of nodes",
+    },
+    SubDesc {
+        cmd: "node",
+        name: "vnodes",
+        arg: Some("<num of vnodes>"),
+        opts: "aphT",
+        desc: "set or get the vnodes of the node",
     },
     SubDesc {
         cmd: "cluster",
@@ -229,7 +266,68 @@ pub const SUBCOMMANDS: &[SubDesc] = &[
         opts: "bcltaphzTVRfF",
         desc: "create a Sheepdog store",
     },
+    SubDesc {
+        cmd: "cluster",
+        name: "recover",
+        arg: None,
+        opts: "afphT",
+        desc: "See 'dog cluster recover' for more information",
+    },
+    SubDesc {
+        cmd: "cluster",
+        name: "check",
+        arg: None,
+        opts: "aphT",
+        desc: "check and repair cluster",
+    },
 ];
+
+/// A subcommand's nested table: command, subcommand, then each nested name
+/// with its description.
+type Nested = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// Sub-subcommands (dog's nested `subcommand` tables).
+pub const NESTED: &[Nested] = &[
+    (
+        "node",
+        "recovery",
+        &[
+            ("info", "show recovery information of nodes (default)"),
+            ("set-throttle", "set new throttling"),
+            ("get-throttle", "get current throttling"),
+            ("stat", "show what recovery has copied on each node"),
+        ],
+    ),
+    (
+        "node",
+        "vnodes",
+        &[("set", "set new vnodes"), ("get", "show the node's vnodes")],
+    ),
+    (
+        "cluster",
+        "recover",
+        &[
+            ("force", "force recover cluster immediately"),
+            (
+                "enable",
+                "enable automatic recovery and run once recover if necessary",
+            ),
+            ("disable", "disable automatic recovery"),
+        ],
+    ),
+];
+
+/// The nested subcommands of `sub`, if it has any.
+pub fn nested(sub: &SubDesc) -> Option<&'static [(&'static str, &'static str)]> {
+    NESTED
+        .iter()
+        .find(|(c, s, _)| *c == sub.cmd && *s == sub.name)
+        .map(|(_, _, n)| *n)
+}
 
 /// The command names, in dog's order.
 pub const COMMANDS: &[&str] = &["vdi", "node", "cluster"];
@@ -240,14 +338,15 @@ pub fn find(cmd: &str, sub: &str) -> Option<&'static SubDesc> {
 }
 
 fn find_opt(cmd: &str, ch: char) -> Option<&'static OptDesc> {
-    let own = if cmd == "cluster" { CLUSTER } else { VDI };
-    COMMON.iter().find(|o| o.ch == ch).or_else(|| {
-        if cmd == "node" {
-            None
-        } else {
-            own.iter().find(|o| o.ch == ch)
-        }
-    })
+    let own = match cmd {
+        "cluster" => CLUSTER,
+        "node" => NODE,
+        _ => VDI,
+    };
+    COMMON
+        .iter()
+        .find(|o| o.ch == ch)
+        .or_else(|| own.iter().find(|o| o.ch == ch))
 }
 
 /// `dog CMD SUB -h`: the synopsis and the option list (stdout).
@@ -258,6 +357,11 @@ pub fn subcommand_usage(sub: &SubDesc) -> String {
         .filter_map(|c| find_opt(sub.cmd, c))
         .collect();
     let mut out = format!("Usage: dog {} {}", sub.cmd, sub.name);
+    let subsub = nested(sub);
+    if let Some(subsub) = subsub {
+        let names: Vec<&str> = subsub.iter().map(|(n, _)| *n).collect();
+        out.push_str(&format!(" {{{}}}", names.join("|")));
+    }
     for o in &opts {
         if o.has_arg {
             out.push_str(&format!(" [-{} {}]", o.ch, o.name));
@@ -269,7 +373,14 @@ pub fn subcommand_usage(sub: &SubDesc) -> String {
         out.push(' ');
         out.push_str(arg);
     }
-    out.push_str("\nOptions:\n");
+    out.push('\n');
+    if let Some(subsub) = subsub {
+        out.push_str("Available subcommands:\n");
+        for (name, desc) in subsub {
+            out.push_str(&format!("  {name:<24}{desc}\n"));
+        }
+    }
+    out.push_str("Options:\n");
     for o in &opts {
         let name = format!("-{}, --{}", o.ch, o.name);
         out.push_str(&format!("  {name:<24}{}\n", o.desc));
@@ -347,13 +458,51 @@ mod tests {
 
     #[test]
     fn available() {
+        let all = "Available node commands:\n  node kill\n  node list\n  node info\n  \
+                   node recovery\n  node vnodes";
         assert_eq!(
             available_subcommands("node", Some("foo")),
-            "Invalid command 'node foo'\nAvailable node commands:\n  node list\n  node info"
+            format!("Invalid command 'node foo'\n{all}")
         );
+        assert_eq!(available_subcommands("node", None), all);
+    }
+
+    #[test]
+    fn nested_usage() {
         assert_eq!(
-            available_subcommands("node", None),
-            "Available node commands:\n  node list\n  node info"
+            subcommand_usage(find("cluster", "recover").unwrap()),
+            "Usage: dog cluster recover {force|enable|disable} [-a address] [-f] [-p port] [-h] [-T]\n\
+             Available subcommands:\n  \
+             force                   force recover cluster immediately\n  \
+             enable                  enable automatic recovery and run once recover if necessary\n  \
+             disable                 disable automatic recovery\n\
+             Options:\n  \
+             -a, --address           specify the daemon address (default: localhost)\n  \
+             -f, --force             do not prompt for confirmation\n  \
+             -p, --port              specify the daemon port\n  \
+             -h, --help              display this help and exit\n  \
+             -T, --time              show elapsed time\n"
         );
+        let u = subcommand_usage(find("node", "recovery").unwrap());
+        assert!(u.starts_with(
+            "Usage: dog node recovery {info|set-throttle|get-throttle|stat} [-a address] \
+             [-p port] [-h] [-r] [-T] <max> <interval>\nAvailable subcommands:\n  info "
+        ));
+        let u = subcommand_usage(find("node", "kill").unwrap());
+        assert!(u.starts_with(
+            "Usage: dog node kill [-a address] [-p port] [-r] [-h] [-l] [-T] <node id>\n"
+        ));
+        assert!(u.contains("  -l, --local             issue request to local node\n"));
+        let u = subcommand_usage(find("vdi", "check").unwrap());
+        assert!(u.starts_with(
+            "Usage: dog vdi check [-s snapshot] [-e] [-a address] [-p port] [-h] [-T] <vdiname>\n"
+        ));
+        assert!(nested(find("vdi", "check").unwrap()).is_none());
+        // Every subcommand's option letters are known.
+        for s in SUBCOMMANDS {
+            for c in s.opts.chars() {
+                assert!(find_opt(s.cmd, c).is_some(), "{} {} -{c}", s.cmd, s.name);
+            }
+        }
     }
 }

@@ -1,9 +1,10 @@
 //! Cluster-wide records: `struct cluster_info` (CLUSTER_INFO reply),
-//! `struct epoch_log` (STAT_CLUSTER reply), `struct recovery_state`,
-//! `struct recovery_throttling` and `struct vdi_state` (reference §1.11).
+//! `struct epoch_log` (STAT_CLUSTER reply) and `struct vdi_state`
+//! (reference §1.11). The recovery records live in [`crate::recovery`] and
+//! are re-exported here.
 //!
 //! Invariants: encoders produce exactly the C struct sizes (491,568; 48 +
-//! slots×80; 24; 24; 1428) with padding zero; decoders never panic, fail with
+//! slots×80; 1428) with padding zero; decoders never panic, fail with
 //! `Truncated` on short input, and clamp node counts to the available slots.
 
 use crate::consts::{
@@ -13,6 +14,8 @@ use crate::error::ProtoError;
 use crate::name::{decode_fixed, write_fixed_truncating};
 use crate::node::{decode_node_list, NodeId, SdNode, NODE_ID_SIZE};
 use crate::wire::{get_u16, get_u32, get_u64, need, put_u16, put_u32, put_u64};
+
+pub use crate::recovery::{RecoveryState, RecoveryThrottling};
 
 /// Cluster status (`enum sd_status`, stored as one byte in `cluster_info`).
 #[repr(u8)]
@@ -222,80 +225,6 @@ pub fn decode_epoch_logs(b: &[u8], nodes_nr: usize) -> Result<Vec<EpochLog>, Pro
     b.chunks_exact(rec)
         .map(|c| EpochLog::decode(c, nodes_nr))
         .collect()
-}
-
-/// `struct recovery_state` (24 bytes), the STAT_RECOVERY reply.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RecoveryState {
-    /// @0: recovery running.
-    pub in_recovery: bool,
-    /// @4: 0 PREPARE_LIST, 1 RECOVER_OBJ, 2 NOTIFY_COMPLETION.
-    pub state: u32,
-    /// @8: objects recovered.
-    pub nr_finished: u64,
-    /// @16: objects to recover.
-    pub nr_total: u64,
-}
-
-impl RecoveryState {
-    /// Wire size.
-    pub const SIZE: usize = 24;
-
-    /// Encodes 24 bytes.
-    pub fn encode(&self) -> [u8; 24] {
-        let mut b = [0u8; 24];
-        b[0] = self.in_recovery as u8;
-        put_u32(&mut b, 4, self.state);
-        put_u64(&mut b, 8, self.nr_finished);
-        put_u64(&mut b, 16, self.nr_total);
-        b
-    }
-
-    /// Decodes from the start of `b` (needs 24 bytes).
-    pub fn decode(b: &[u8]) -> Result<Self, ProtoError> {
-        need(b, Self::SIZE)?;
-        Ok(RecoveryState {
-            in_recovery: b[0] != 0,
-            state: get_u32(b, 4),
-            nr_finished: get_u64(b, 8),
-            nr_total: get_u64(b, 16),
-        })
-    }
-}
-
-/// `struct recovery_throttling` (24 bytes), GET/SET_RECOVERY payload.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RecoveryThrottling {
-    /// @0: max concurrently executing recovery works.
-    pub max_exec_count: u32,
-    /// @8: interval between queued works, ms.
-    pub queue_work_interval: u64,
-    /// @16: throttling enabled.
-    pub throttling: bool,
-}
-
-impl RecoveryThrottling {
-    /// Wire size.
-    pub const SIZE: usize = 24;
-
-    /// Encodes 24 bytes.
-    pub fn encode(&self) -> [u8; 24] {
-        let mut b = [0u8; 24];
-        put_u32(&mut b, 0, self.max_exec_count);
-        put_u64(&mut b, 8, self.queue_work_interval);
-        b[16] = self.throttling as u8;
-        b
-    }
-
-    /// Decodes from the start of `b` (needs 24 bytes).
-    pub fn decode(b: &[u8]) -> Result<Self, ProtoError> {
-        need(b, Self::SIZE)?;
-        Ok(RecoveryThrottling {
-            max_exec_count: get_u32(b, 0),
-            queue_work_interval: get_u64(b, 8),
-            throttling: b[16] != 0,
-        })
-    }
 }
 
 /// Max participants in a `vdi_state` (`SD_MAX_COPIES`).

@@ -129,34 +129,6 @@ fn epoch_logs_sequence() {
 }
 
 #[test]
-fn recovery_structs() {
-    let r = RecoveryState {
-        in_recovery: true,
-        state: 1,
-        nr_finished: 10,
-        nr_total: 0x1_0000_0000,
-    };
-    let b = r.encode();
-    assert_eq!(b[0], 1);
-    assert_eq!(&b[4..8], &1u32.to_le_bytes());
-    assert_eq!(&b[8..16], &10u64.to_le_bytes());
-    assert_eq!(&b[16..24], &0x1_0000_0000u64.to_le_bytes());
-    assert_eq!(RecoveryState::decode(&b), Ok(r));
-    assert!(RecoveryState::decode(&b[..23]).is_err());
-
-    let t = RecoveryThrottling {
-        max_exec_count: 4,
-        queue_work_interval: 100,
-        throttling: true,
-    };
-    let b = t.encode();
-    assert_eq!(&b[0..4], &4u32.to_le_bytes());
-    assert_eq!(&b[8..16], &100u64.to_le_bytes());
-    assert_eq!(b[16], 1);
-    assert_eq!(RecoveryThrottling::decode(&b), Ok(t));
-}
-
-#[test]
 fn vdi_state_offsets() {
     let s = VdiState {
         vid: 0x7c2b25,

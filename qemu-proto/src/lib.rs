@@ -20,7 +20,8 @@
 //! * [`name`] — fixed-size NUL-padded names.
 //! * [`inode`] — [`InodeHeader`], data index / gref offsets, attribute object.
 //! * [`node`] — [`NodeId`], [`SdNode`], node lists.
-//! * [`cluster`] — [`ClusterInfo`], [`EpochLog`], recovery and vdi_state records.
+//! * [`cluster`] — [`ClusterInfo`], [`EpochLog`], vdi_state records.
+//! * [`recovery`] — STAT_RECOVERY, GET/SET_RECOVERY and CHECK_VDI records.
 //! * [`bitmap`] — [`VdiBitmap`].
 //! * [`error`] — [`ProtoError`].
 
@@ -39,6 +40,7 @@ pub mod name;
 pub mod node;
 pub mod oid;
 pub mod opcode;
+pub mod recovery;
 pub mod result;
 mod wire;
 

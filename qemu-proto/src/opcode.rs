@@ -167,10 +167,15 @@ pub enum Opcode {
     /// shares with its ancestors into the VDI itself, online, so that it no
     /// longer depends on them. Payload: the name (256 bytes, WRITE flag).
     FlattenVdi = 0xe0,
+    /// Sheepfold extension `SD_OP_CHECK_VDI`: compare every replica of
+    /// every object of a VDI and repair the missing, corrupt or stale ones
+    /// (`dog vdi check`, `dog cluster check`). Request: `vdi.base_vdi_id`
+    /// = vid; reply: [`crate::recovery::CheckVdiReply`].
+    CheckVdi = 0xe1,
 }
 
 /// Every defined opcode, in ascending numeric order.
-pub const ALL_OPCODES: [Opcode; 77] = [
+pub const ALL_OPCODES: [Opcode; 78] = [
     Opcode::CreateAndWriteObj,
     Opcode::ReadObj,
     Opcode::WriteObj,
@@ -248,6 +253,7 @@ pub const ALL_OPCODES: [Opcode; 77] = [
     Opcode::SetVnodes,
     Opcode::GetVnodes,
     Opcode::FlattenVdi,
+    Opcode::CheckVdi,
 ];
 
 impl Opcode {
@@ -356,6 +362,7 @@ impl Opcode {
             Opcode::SetVnodes => "SD_OP_SET_VNODES",
             Opcode::GetVnodes => "SD_OP_GET_VNODES",
             Opcode::FlattenVdi => "SD_OP_FLATTEN_VDI",
+            Opcode::CheckVdi => "SD_OP_CHECK_VDI",
         }
     }
 
@@ -393,14 +400,14 @@ mod tests {
             }
         }
         assert_eq!(n, ALL_OPCODES.len());
-        assert_eq!(n, 77, "76 Sheepdog opcodes and one Sheepfold extension");
+        assert_eq!(n, 78, "76 Sheepdog opcodes and two Sheepfold extensions");
         assert!(ALL_OPCODES.windows(2).all(|w| w[0].as_u8() < w[1].as_u8()));
     }
 
     #[test]
     fn undefined_values() {
         for v in [
-            0x00u8, 0x06, 0x10, 0x19, 0x80, 0x81, 0x83, 0x88, 0xa0, 0xa7, 0xaa, 0xce, 0xff,
+            0x00u8, 0x06, 0x10, 0x19, 0x80, 0x81, 0x83, 0x88, 0xa0, 0xa7, 0xaa, 0xce, 0xe2, 0xff,
         ] {
             assert_eq!(Opcode::from_u8(v), None, "{v:#x}");
         }
@@ -418,5 +425,10 @@ mod tests {
         assert_eq!(Opcode::KillNode.to_string(), "SD_OP_KILL_NODE");
         assert_eq!(Opcode::DecrefObj.peer_op(), Some(Opcode::DecrefPeer));
         assert_eq!(Opcode::NewVdi.peer_op(), None);
+        assert_eq!(Opcode::from_u8(0xe0), Some(Opcode::FlattenVdi));
+        assert_eq!(Opcode::from_u8(0xe1), Some(Opcode::CheckVdi));
+        assert_eq!(Opcode::CheckVdi.name(), "SD_OP_CHECK_VDI");
+        assert_eq!(Opcode::CheckVdi.proto_ver(), 0x0a);
+        assert_eq!(Opcode::CheckVdi.peer_op(), None);
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::cluster::LocalDirectory;
+use crate::recovery::{RecoveryOptions, Throttle};
 
 /// `sheep [OPTIONS] STORE_DIR`: one storage daemon; every node is equal.
 #[derive(Debug, Clone, Parser)]
@@ -78,6 +79,40 @@ pub struct Options {
     /// Failure detector: suspicion multiplier.
     #[arg(long = "suspicion-mult", default_value_t = 3)]
     pub suspicion_mult: usize,
+
+    /// Seconds a node may be gone before the others restore full
+    /// redundancy without it (0: at once). The default lets a rebooting
+    /// server come back without every object it held moving twice.
+    #[arg(long = "recovery-grace", value_name = "SECS", default_value_t = 300)]
+    pub recovery_grace: u64,
+
+    /// Recovery throttle, as Sheepdog's: at most `max` objects every
+    /// `interval` milliseconds (`max=0,interval=0`: unthrottled).
+    #[arg(short = 'R', long = "recovery", value_name = "max=N,interval=MS", value_parser = parse_throttle, default_value = "max=0,interval=0")]
+    pub recovery_throttle: Throttle,
+
+    /// Recovery pauses while the store's file system is fuller than this
+    /// (percent).
+    #[arg(long = "high-water", value_name = "PCT", default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub high_water: u8,
+}
+
+/// Parses `max=N,interval=MS`.
+fn parse_throttle(s: &str) -> Result<Throttle, String> {
+    let mut t = Throttle::UNTHROTTLED;
+    for kv in s.split(',') {
+        match kv.split_once('=') {
+            Some(("max", v)) => t.max = v.parse().map_err(|_| format!("bad max '{v}'"))?,
+            Some(("interval", v)) => {
+                t.interval_ms = v.parse().map_err(|_| format!("bad interval '{v}'"))?
+            }
+            _ => return Err(format!("expected max=N,interval=MS, got '{kv}'")),
+        }
+    }
+    if (t.max == 0) != (t.interval_ms == 0) {
+        return Err("max and interval must both be zero or both non-zero".into());
+    }
+    Ok(t)
 }
 
 /// Where peers are found, parsed from `-c`.
@@ -141,6 +176,15 @@ impl Options {
     pub fn zone(&self) -> u32 {
         self.zone
             .unwrap_or_else(|| qemu_proto::node::default_zone(&self.advertised_ip()))
+    }
+
+    /// Recovery settings.
+    pub fn recovery(&self) -> RecoveryOptions {
+        RecoveryOptions {
+            grace: Duration::from_secs(self.recovery_grace),
+            throttle: self.recovery_throttle,
+            high_water_pct: self.high_water,
+        }
     }
 
     /// Failure-detector timings.

@@ -34,6 +34,10 @@ impl SheepError {
             SheepError::Store(StoreError::NoObject(_)) => SdResult::NO_OBJ,
             SheepError::Store(StoreError::Exists(_)) => SdResult::OID_EXIST,
             SheepError::Store(StoreError::Io(_)) => SdResult::EIO,
+            SheepError::Store(StoreError::Corrupt(..)) => SdResult::EIO,
+            // Retryable: the object is being recovered.
+            SheepError::Store(StoreError::Busy(_)) => SdResult::AGAIN,
+            SheepError::Store(StoreError::OutOfRange(..)) => SdResult::INVALID_PARMS,
             SheepError::Peer(_) => SdResult::NETWORK_ERROR,
             SheepError::Result(r) => *r,
             SheepError::NoStorage => SdResult::NO_SPACE,
@@ -48,8 +52,10 @@ impl SheepError {
 
     /// True when trying again, possibly in a newer view, may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, SheepError::Peer(_))
-            || matches!(self, SheepError::Result(r)
+        matches!(
+            self,
+            SheepError::Peer(_) | SheepError::Store(StoreError::Busy(_))
+        ) || matches!(self, SheepError::Result(r)
                 if *r == SdResult::NETWORK_ERROR || *r == SdResult::AGAIN)
     }
 

@@ -69,6 +69,16 @@ pub enum ClusterRpc {
     GetFormat,
     /// Which view are you in?
     GetView,
+    /// Pause (`false`) or resume background recovery.
+    SetRecovery {
+        /// Resume when true.
+        enabled: bool,
+    },
+    /// Change the recovery throttle.
+    SetThrottle {
+        /// The new throttle.
+        throttle: crate::recovery::Throttle,
+    },
 }
 
 /// Successful answers to [`ClusterRpc`].

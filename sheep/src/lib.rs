@@ -28,6 +28,7 @@ pub mod gateway;
 pub mod node;
 pub mod peer;
 pub mod placement;
+pub mod recovery;
 pub mod store;
 pub mod util;
 pub mod vdi;

@@ -49,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+        _ = sheep.stop_requested() => {}
     }
     tracing::info!("leaving the cluster");
     server.abort();

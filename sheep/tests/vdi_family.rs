@@ -14,6 +14,7 @@ use sheep::format::{ClusterConfig, FormatState};
 use sheep::frontend::export::BlockExport;
 use sheep::frontend::listener;
 use sheep::node::Sheep;
+use sheep::recovery::RecoveryOptions;
 use sheep::store::ObjectStore;
 use sheep::vdi::{NewVdi, VdiRef, VdiRegistry};
 
@@ -45,6 +46,7 @@ async fn cluster(n: u32, copies: u8) -> Vec<Node> {
             Arc::new(FormatState::load(None).unwrap()),
             Arc::new(VdiRegistry::load(None).unwrap()),
             Some(store.clone()),
+            RecoveryOptions::default(),
         );
         tokio::spawn(listener::serve(sheep.clone(), listener));
         nodes.push(Node {
@@ -153,7 +155,7 @@ async fn read(node: &Node, export: &str, offset: u64, len: u32) -> Vec<u8> {
 async fn data_objects(nodes: &[Node]) -> usize {
     let mut n = 0;
     for node in nodes {
-        n += node.store.list().await.unwrap().len();
+        n += node.store.list().len();
     }
     n
 }

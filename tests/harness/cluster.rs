@@ -13,6 +13,8 @@
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -46,6 +48,8 @@ pub struct ClusterBuilder {
     nodes: usize,
     distinct_zones: bool,
     sheep_args: Vec<String>,
+    node_addresses: bool,
+    node_gids: Option<u32>,
 }
 
 impl Default for ClusterBuilder {
@@ -54,6 +58,8 @@ impl Default for ClusterBuilder {
             nodes: 1,
             distinct_zones: false,
             sheep_args: Vec::new(),
+            node_addresses: false,
+            node_gids: None,
         }
     }
 }
@@ -79,6 +85,26 @@ impl ClusterBuilder {
         self
     }
 
+    /// Give node K its own loopback address 127.0.0.(K+1): it advertises it to peers
+    /// (`-y`) and listens on every address (`-b 0.0.0.0`), so peers reach each other at
+    /// distinct addresses while the harness's clients still reach every node at
+    /// 127.0.0.1:PORT. Meant for a private network namespace ([`crate::netns`]), where no
+    /// other process holds these ports on any address.
+    pub fn node_addresses(mut self) -> Self {
+        self.node_addresses = true;
+        self
+    }
+
+    /// Run node K with group id `base + K` (the harness runs as root, which may take any
+    /// gid; the uid stays root, so stores and logs remain accessible). Every socket a node
+    /// opens then carries its own gid, which nftables matches with `meta skgid`: that is how
+    /// [`crate::netns::Partition`] tells the nodes' traffic apart on loopback, where
+    /// unbound outgoing connections all come from 127.0.0.1.
+    pub fn node_gids(mut self, base: u32) -> Self {
+        self.node_gids = Some(base);
+        self
+    }
+
     /// Creates the temp dir and starts the nodes one by one, each time waiting until every
     /// running node lists all of them. The cluster is not formatted.
     pub fn start(self) -> Cluster {
@@ -98,6 +124,8 @@ impl ClusterBuilder {
             local_dir,
             distinct_zones: self.distinct_zones,
             sheep_args: self.sheep_args,
+            node_addresses: self.node_addresses,
+            node_gids: self.node_gids,
             tmp: Some(tmp),
         };
         for _ in 0..self.nodes {
@@ -120,6 +148,11 @@ pub struct Node {
     pub nbd_port: u16,
     /// Zone passed with `-z`, if any.
     pub zone: Option<u32>,
+    /// Address advertised to peers (`-y`): 127.0.0.1, or 127.0.0.(K+1) with
+    /// [`ClusterBuilder::node_addresses`].
+    pub addr: Ipv4Addr,
+    /// Group id the process runs with ([`ClusterBuilder::node_gids`]), if any.
+    pub gid: Option<u32>,
     /// Store directory (the positional STORE_DIR argument).
     pub store: PathBuf,
     process: Mutex<Option<KillOnDrop>>,
@@ -144,6 +177,8 @@ pub struct Cluster {
     local_dir: PathBuf,
     distinct_zones: bool,
     sheep_args: Vec<String>,
+    node_addresses: bool,
+    node_gids: Option<u32>,
     tmp: Option<TempDir>,
 }
 
@@ -248,6 +283,13 @@ impl Cluster {
             gossip_port: free_port(),
             nbd_port: free_port(),
             zone: self.distinct_zones.then_some(index as u32),
+            addr: if self.node_addresses {
+                let k = u8::try_from(index + 1).expect("at most 254 nodes with node_addresses");
+                Ipv4Addr::new(127, 0, 0, k)
+            } else {
+                Ipv4Addr::LOCALHOST
+            },
+            gid: self.node_gids.map(|base| base + index as u32),
             store,
             process: Mutex::new(None),
         });
@@ -260,8 +302,13 @@ impl Cluster {
     pub fn sheep_command(&self, i: usize) -> Command {
         let node = &self.nodes[i];
         let mut cmd = Command::new(&binaries().sheep);
+        let bind = if self.node_addresses {
+            Ipv4Addr::UNSPECIFIED
+        } else {
+            node.addr
+        };
         cmd.args(["-p", &node.port.to_string()])
-            .args(["-b", "127.0.0.1", "-y", "127.0.0.1"])
+            .args(["-b", &bind.to_string(), "-y", &node.addr.to_string()])
             .args(["--gossip-port", &node.gossip_port.to_string()])
             .args(["--nbd-port", &node.nbd_port.to_string()])
             .arg("-c")
@@ -274,6 +321,9 @@ impl Cluster {
             cmd.args(["-l", &format!("level={level}")]);
         }
         cmd.args(&self.sheep_args).arg(&node.store);
+        if let Some(gid) = node.gid {
+            cmd.gid(gid);
+        }
         cmd
     }
 

@@ -25,6 +25,10 @@
 //!   malformed input and for connections held open across other clients' writes.
 //! - [`qemu_client`]: a Sheepdog-protocol client that sends exactly what QEMU 5.2's
 //!   `block/sheepdog.c` sends (QEMU 5.2 itself is no longer packaged).
+//! - [`recovery`]: for the failure and recovery tests: a model of acknowledged writes,
+//!   `dog node recovery` progress and counters, replicas on disk, an NBD client that reports
+//!   errors instead of panicking.
+//! - [`netns`]: a private network namespace per test and nftables partitions inside it.
 //!
 //! # Environment knobs
 //!
@@ -39,9 +43,11 @@ pub mod data;
 pub mod dog;
 pub mod nbd_raw;
 pub mod net;
+pub mod netns;
 pub mod ports;
 pub mod process;
 pub mod qemu_client;
+pub mod recovery;
 pub mod snapshots;
 pub mod text;
 pub mod tools;

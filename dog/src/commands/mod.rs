@@ -5,8 +5,11 @@
 //! (`update_node_list` in dog), VDI lookup by name (GET_VDI_INFO), and the
 //! READ_OBJ / WRITE_OBJ builders with dog's failure messages.
 
+pub mod check;
 pub mod cluster;
 pub mod node;
+pub mod node_admin;
+pub mod recovery;
 pub mod vdi;
 pub mod vdi_io;
 pub mod vdi_snap;

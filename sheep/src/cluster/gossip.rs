@@ -235,6 +235,16 @@ impl Membership for GossipMembership {
         })
     }
 
+    fn set_vnodes(&self, vnodes: u16) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.member.write().expect("member lock").vnodes = vnodes;
+            if let Err(e) = self.gossip.update_node(Duration::from_secs(2)).await {
+                tracing::warn!("announcing the new vnodes: {e}");
+            }
+            self.refresh_view().await;
+        })
+    }
+
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             for t in &self.tasks {

@@ -131,6 +131,21 @@ impl Membership for MemoryMembership {
         Box::pin(std::future::ready(()))
     }
 
+    fn set_vnodes(&self, vnodes: u16) -> BoxFuture<'_, ()> {
+        if let Some(entry) = self
+            .network
+            .state
+            .lock()
+            .expect("network lock")
+            .nodes
+            .get_mut(&self.addr)
+        {
+            entry.0.vnodes = vnodes;
+        }
+        self.network.publish();
+        Box::pin(std::future::ready(()))
+    }
+
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         self.network.remove(self.addr);
         Box::pin(std::future::ready(()))

@@ -137,6 +137,10 @@ pub trait Membership: Send + Sync + 'static {
     /// contains the members with the same ctime.
     fn set_ctime(&self, ctime: u64) -> BoxFuture<'_, ()>;
 
+    /// Announces a new number of virtual nodes for this node (0 drains it:
+    /// the ring gives it nothing, but it stays a member and keeps serving).
+    fn set_vnodes(&self, vnodes: u16) -> BoxFuture<'_, ()>;
+
     /// Leaves the cluster and stops every background task. Must be called:
     /// dropping a gossip handle does not stop it.
     fn shutdown(&self) -> BoxFuture<'_, ()>;

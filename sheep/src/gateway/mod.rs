@@ -15,9 +15,11 @@
 //!   exclusively so it never overwrites a copy a concurrent write already
 //!   made; then the write is applied to it.
 
+mod copy;
 mod replica;
 
-pub use replica::{apply as apply_object_rpc, ObjectReply, ObjectRpc};
+pub use copy::CopyCounters;
+pub use replica::{CopyState, ObjectReply, ObjectRpc, ScrubState};
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -43,7 +45,13 @@ pub struct Gateway {
     peers: Arc<PeerClient>,
     views: watch::Receiver<Arc<View>>,
     placement: Mutex<(Arc<View>, Arc<Placement>)>,
+    counters: Arc<CopyCounters>,
+    serving: std::sync::OnceLock<ServingCheck>,
 }
+
+/// Says whether this node may serve I/O now (it runs, with a majority of
+/// its last epoch); see [`Gateway::set_serving_check`].
+pub type ServingCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl Gateway {
     /// A gateway for the node at `local`; `store` is `None` on a gateway-only node.
@@ -61,12 +69,24 @@ impl Gateway {
             peers,
             views,
             placement: Mutex::new((view, placement)),
+            counters: Arc::new(CopyCounters::default()),
+            serving: std::sync::OnceLock::new(),
         }
     }
 
     /// The local store, if this node stores objects.
     pub fn store(&self) -> Option<&Arc<ObjectStore>> {
         self.store.as_ref()
+    }
+
+    /// This node's data address.
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Receives every new view.
+    pub fn views(&self) -> watch::Receiver<Arc<View>> {
+        self.views.clone()
     }
 
     /// The peer connection pool.
@@ -85,6 +105,12 @@ impl Gateway {
         cached.clone()
     }
 
+    /// Installs the node's rule for serving I/O. Without it (unit tests)
+    /// the gateway always serves.
+    pub fn set_serving_check(&self, check: ServingCheck) {
+        let _ = self.serving.set(check);
+    }
+
     /// Runs `op` in the current view, retrying transient failures (a peer
     /// unreachable or in another view) in the next view until the deadline.
     pub async fn settle<T, F, Fut>(&self, mut op: F) -> Result<T, SheepError>
@@ -95,6 +121,13 @@ impl Gateway {
         let deadline = Instant::now() + SETTLE_DEADLINE;
         let mut views = self.views.clone();
         loop {
+            // A node in a minority (or still waiting for its last epoch)
+            // sees a placement that names only the nodes it can reach:
+            // writing there would fork the data. Every front end passes
+            // here, so none of them can.
+            if self.serving.get().is_some_and(|serving| !serving()) {
+                return Err(qemu_proto::SdResult::HALT.into());
+            }
             views.borrow_and_update();
             let (view, placement) = self.current();
             match op(view, placement).await {
@@ -121,7 +154,7 @@ impl Gateway {
         data: Bytes,
     ) -> Result<(ObjectReply, Bytes), SheepError> {
         if addr == self.local {
-            return replica::apply(self.store.as_deref(), rpc, data).await;
+            return Box::pin(self.serve_replica(rpc, data)).await;
         }
         let (rep, data) = self
             .peers
@@ -181,6 +214,8 @@ impl Gateway {
         copies: usize,
         sync: bool,
     ) -> Result<(), SheepError> {
+        // One id for every replica and every retry: versions count writes.
+        let write_id = rand::random::<u64>();
         self.settle(|view, placement| {
             let data = data.clone();
             async move {
@@ -189,6 +224,7 @@ impl Gateway {
                     oid: oid.0,
                     offset,
                     sync,
+                    write_id,
                 };
                 let results = self.fan_out(&targets, view.id, &rpc, &data).await?;
                 let (have, lack): (Vec<_>, Vec<_>) =
@@ -200,9 +236,13 @@ impl Gateway {
                     return Err(SheepError::Store(crate::store::StoreError::NoObject(oid)));
                 };
                 for (addr, _) in lack {
-                    self.copy_object(view.id, oid, **source, *addr).await?;
-                    self.call_replica(*addr, view.id, rpc.clone(), data.clone())
-                        .await?;
+                    // The source applied this write before the copy was
+                    // fetched, so a fresh copy holds it; a copy made by
+                    // someone else meanwhile may not.
+                    if !self.copy_object(view.id, oid, **source, *addr).await? {
+                        self.call_replica(*addr, view.id, rpc.clone(), data.clone())
+                            .await?;
+                    }
                 }
                 Ok(())
             }
@@ -235,6 +275,7 @@ impl Gateway {
         sync: bool,
         mode: CreateMode,
     ) -> Result<(), SheepError> {
+        let write_id = rand::random::<u64>();
         self.settle(|view, placement| {
             let data = data.clone();
             async move {
@@ -244,6 +285,7 @@ impl Gateway {
                     offset,
                     mode,
                     sync,
+                    write_id,
                 };
                 self.fan_out_all(&targets, view.id, &rpc, &data).await
             }
@@ -333,31 +375,5 @@ impl Gateway {
             .await?
             .into_iter()
             .collect()
-    }
-
-    /// Copies a whole object from `from` to `to`, which lacks it.
-    async fn copy_object(
-        &self,
-        view: u64,
-        oid: ObjectId,
-        from: SocketAddr,
-        to: SocketAddr,
-    ) -> Result<(), SheepError> {
-        tracing::info!(%oid, %from, %to, "copying a missing replica");
-        let (_, content) = self
-            .call_replica(from, view, ObjectRpc::ReadAll { oid: oid.0 }, Bytes::new())
-            .await?;
-        let rpc = ObjectRpc::Create {
-            oid: oid.0,
-            offset: 0,
-            mode: CreateMode::Exclusive,
-            sync: true,
-        };
-        match self.call_replica(to, view, rpc, content).await {
-            Ok(_) => Ok(()),
-            // Another write repaired it first: its copy is at least as new.
-            Err(e) if e.result() == qemu_proto::SdResult::OID_EXIST => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 }

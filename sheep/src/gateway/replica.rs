@@ -1,12 +1,21 @@
-//! The replica side of object I/O: the messages a gateway sends to the nodes
-//! holding an object, and how a node applies them to its local store.
+//! The replica side of object I/O: the messages sent to the nodes holding
+//! an object, and how a node serves them from its local store.
+//!
+//! Client I/O (`Read`, `Write`, `Create`) passes the store's gate: it waits
+//! while the local copy is unverified or being recovered. Copies between
+//! nodes (`Fetch`, `Install`, `Pull`) and checks (`Stat`, `Scrub`, `List`)
+//! do not wait for verification: they are how verification happens.
+
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use qemu_proto::ObjectId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::SheepError;
-use crate::store::{CreateMode, ObjectStore};
+use crate::store::{CreateMode, StoreError, Version};
+
+use super::Gateway;
 
 /// Object I/O on one replica. Payloads travel in the frame's data part.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -20,11 +29,6 @@ pub enum ObjectRpc {
         /// Bytes to read.
         len: u32,
     },
-    /// Read the whole object (to copy it to a replica that lacks it).
-    ReadAll {
-        /// Object id.
-        oid: u64,
-    },
     /// Write the payload at `offset` into an existing object.
     Write {
         /// Object id.
@@ -33,6 +37,8 @@ pub enum ObjectRpc {
         offset: u64,
         /// Make it durable before replying.
         sync: bool,
+        /// The same on every replica (and on retries): versions count it.
+        write_id: u64,
     },
     /// Create the object with the payload at `offset`.
     Create {
@@ -44,6 +50,37 @@ pub enum ObjectRpc {
         mode: CreateMode,
         /// Make it durable before replying.
         sync: bool,
+        /// Identifies the create in the new copy's version.
+        write_id: u64,
+    },
+    /// The whole object and its version, to copy it.
+    Fetch {
+        /// Object id.
+        oid: u64,
+    },
+    /// Create the object from a copy (payload) if it is missing here.
+    Install {
+        /// Object id.
+        oid: u64,
+        /// The copy's version.
+        version: Version,
+    },
+    /// Replace the local copy with the best of `sources` (a repair).
+    Pull {
+        /// Object id.
+        oid: u64,
+        /// Nodes holding good copies, best first.
+        sources: Vec<SocketAddr>,
+    },
+    /// Version of the local copy.
+    Stat {
+        /// Object id.
+        oid: u64,
+    },
+    /// Check every block of the local copy.
+    Scrub {
+        /// Object id.
+        oid: u64,
     },
     /// Remove the object.
     Remove {
@@ -52,8 +89,35 @@ pub enum ObjectRpc {
     },
     /// Make every unsynced write durable.
     Flush,
-    /// List every object held.
+    /// List every object held, with versions.
     List,
+}
+
+/// A local copy as reported to others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyState {
+    /// Which writes it holds.
+    pub version: Version,
+    /// False while the copy is unverified (its node restarted or lost its
+    /// majority since it last checked it): others must not prefer it over
+    /// a verified copy.
+    pub authoritative: bool,
+}
+
+/// What a scrub found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScrubState {
+    /// No copy here.
+    Missing,
+    /// A block failed its checksum.
+    Corrupt,
+    /// Every block is good; the content's digest.
+    Good {
+        /// The copy's version.
+        version: Version,
+        /// crc32c of the content.
+        digest: u32,
+    },
 }
 
 /// A replica's successful answer.
@@ -61,52 +125,109 @@ pub enum ObjectRpc {
 pub enum ObjectReply {
     /// Done; read data, if any, is in the frame's data part.
     Done,
-    /// The objects held.
-    List(Vec<u64>),
+    /// A fetched copy's version (its bytes are the data part).
+    Copy(Version),
+    /// The local copy, if any.
+    Stat(Option<CopyState>),
+    /// What a scrub found.
+    Scrub(ScrubState),
+    /// Every object held.
+    List(Vec<(u64, CopyState)>),
 }
 
-/// Applies one request to the local store. `None` store means this node is
-/// a gateway and holds nothing.
-pub async fn apply(
-    store: Option<&ObjectStore>,
-    rpc: ObjectRpc,
-    data: Bytes,
-) -> Result<(ObjectReply, Bytes), SheepError> {
-    let Some(store) = store else {
-        return Err(qemu_proto::SdResult::GATEWAY_MODE.into());
-    };
-    let done = |d: Vec<u8>| Ok((ObjectReply::Done, Bytes::from(d)));
-    match rpc {
-        ObjectRpc::Read { oid, offset, len } => {
-            done(store.read(ObjectId(oid), offset, len as usize).await?)
-        }
-        ObjectRpc::ReadAll { oid } => done(store.read_all(ObjectId(oid)).await?),
-        ObjectRpc::Write { oid, offset, sync } => {
-            store.write(ObjectId(oid), offset, data, sync).await?;
-            done(Vec::new())
-        }
-        ObjectRpc::Create {
-            oid,
-            offset,
-            mode,
-            sync,
-        } => {
-            store
-                .create(ObjectId(oid), offset, data, mode, sync)
-                .await?;
-            done(Vec::new())
-        }
-        ObjectRpc::Remove { oid } => {
-            store.remove(ObjectId(oid)).await?;
-            done(Vec::new())
-        }
-        ObjectRpc::Flush => {
-            store.flush().await?;
-            done(Vec::new())
-        }
-        ObjectRpc::List => {
-            let list = store.list().await?.into_iter().map(|o| o.0).collect();
-            Ok((ObjectReply::List(list), Bytes::new()))
+impl Gateway {
+    /// Serves one object request from the local store. A gateway-only node
+    /// holds nothing and says so.
+    pub async fn serve_replica(
+        &self,
+        rpc: ObjectRpc,
+        data: Bytes,
+    ) -> Result<(ObjectReply, Bytes), SheepError> {
+        let Some(store) = self.store() else {
+            return Err(qemu_proto::SdResult::GATEWAY_MODE.into());
+        };
+        let done = |d: Vec<u8>| Ok((ObjectReply::Done, Bytes::from(d)));
+        let state = |oid: ObjectId, version: Version| CopyState {
+            version,
+            authoritative: !store.gate().is_unverified(oid),
+        };
+        match rpc {
+            ObjectRpc::Read { oid, offset, len } => {
+                done(store.read(ObjectId(oid), offset, len as usize).await?)
+            }
+            ObjectRpc::Write {
+                oid,
+                offset,
+                sync,
+                write_id,
+            } => {
+                store
+                    .write(ObjectId(oid), offset, data, sync, write_id)
+                    .await?;
+                done(Vec::new())
+            }
+            ObjectRpc::Create {
+                oid,
+                offset,
+                mode,
+                sync,
+                write_id,
+            } => {
+                store
+                    .create(ObjectId(oid), offset, data, mode, sync, write_id)
+                    .await?;
+                done(Vec::new())
+            }
+            ObjectRpc::Fetch { oid } => {
+                let (version, bytes) = store.fetch(ObjectId(oid)).await?;
+                self.counters.count_sent(bytes.len() as u64);
+                Ok((ObjectReply::Copy(version), Bytes::from(bytes)))
+            }
+            ObjectRpc::Install { oid, version } => {
+                let len = data.len() as u64;
+                store
+                    .install(ObjectId(oid), version, data, CreateMode::Exclusive)
+                    .await?;
+                self.counters.count_received(len);
+                done(Vec::new())
+            }
+            ObjectRpc::Pull { oid, sources } => {
+                let view = self.current().0.id;
+                // A repair: replace whatever is here (missing, corrupt or
+                // diverged) with the good copy.
+                self.pull(view, ObjectId(oid), &sources, true).await?;
+                done(Vec::new())
+            }
+            ObjectRpc::Stat { oid } => {
+                let oid = ObjectId(oid);
+                let s = store.meta(oid).map(|m| state(oid, m.version));
+                Ok((ObjectReply::Stat(s), Bytes::new()))
+            }
+            ObjectRpc::Scrub { oid } => {
+                let s = match store.scrub(ObjectId(oid)).await {
+                    Ok((version, digest)) => ScrubState::Good { version, digest },
+                    Err(StoreError::NoObject(_)) => ScrubState::Missing,
+                    Err(StoreError::Corrupt(..)) => ScrubState::Corrupt,
+                    Err(e) => return Err(e.into()),
+                };
+                Ok((ObjectReply::Scrub(s), Bytes::new()))
+            }
+            ObjectRpc::Remove { oid } => {
+                store.remove(ObjectId(oid)).await?;
+                done(Vec::new())
+            }
+            ObjectRpc::Flush => {
+                store.flush().await?;
+                done(Vec::new())
+            }
+            ObjectRpc::List => {
+                let list = store
+                    .list()
+                    .into_iter()
+                    .map(|(oid, m)| (oid.0, state(oid, m.version)))
+                    .collect();
+                Ok((ObjectReply::List(list), Bytes::new()))
+            }
         }
     }
 }

@@ -10,6 +10,7 @@
 //! error reply and the connection is closed (its bytes cannot be skipped
 //! safely); a client that vanishes mid-request just ends its connection.
 
+mod admin;
 mod ops;
 
 use std::sync::Arc;
@@ -41,13 +42,20 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (tx, mut rx) = mpsc::unbounded_channel::<(SdResponse, Bytes)>();
+    let killer = sheep.clone();
     let writer = tokio::spawn(async move {
         let mut buf = BytesMut::new();
         while let Some((rsp, data)) = rx.recv().await {
             buf.clear();
             buf.extend_from_slice(&rsp.to_bytes());
             buf.extend_from_slice(&data);
-            if write.write_all(&buf).await.is_err() {
+            let written = write.write_all(&buf).await.is_ok();
+            if admin::kills(&rsp) {
+                // KILL_NODE: stop only once the client has its answer.
+                let _ = write.flush().await;
+                killer.kill();
+            }
+            if !written {
                 break;
             }
         }

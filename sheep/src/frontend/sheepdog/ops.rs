@@ -72,7 +72,7 @@ fn check(sheep: &Sheep, req: &SdRequest) -> Result<Opcode, SdResult> {
             | Opcode::ReadDelVdis
             | Opcode::KillNode
             | Opcode::GetLoglevel
-    );
+    ) || super::admin::allowed_before_running(op);
     match sheep.status() {
         NodeStatus::Running => Ok(op),
         _ if allowed_before_running => Ok(op),
@@ -195,6 +195,7 @@ async fn run(
             }
             None => Err(SdResult::NO_OBJ.into()),
         },
+        op if super::admin::handles(op) => super::admin::run(sheep, op, req, data).await,
         _ => Err(SdResult::NO_SUPPORT.into()),
     }
 }
@@ -488,7 +489,7 @@ fn stat_cluster(sheep: &Sheep, req: &SdRequest) -> OpResult {
             },
             time: e.time,
             epoch: e.epoch,
-            disable_recovery: false,
+            disable_recovery: i == 0 && !sheep.recovery.enabled(),
             nr_copies: if i == 0 {
                 cfg.as_ref().map_or(0, |c| c.copies)
             } else {
@@ -516,7 +517,7 @@ fn cluster_info(sheep: &Sheep) -> ClusterInfo {
     let nodes = node_list(&sheep.view().members);
     ClusterInfo {
         proto_ver: consts::SD_SHEEP_PROTO_VER,
-        disable_recovery: false,
+        disable_recovery: !sheep.recovery.enabled(),
         nr_nodes: nodes.len() as u16,
         epoch: sheep.format.epoch(),
         ctime: cfg.as_ref().map_or(0, |c| c.ctime),

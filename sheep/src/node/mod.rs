@@ -1,5 +1,6 @@
 //! A running sheep: every layer assembled, the peer dispatcher, and the
 //! background task that reacts to membership changes.
+//! Operator commands live in [`admin`].
 //!
 //! Node status, as Sheepdog reports it to clients:
 //! - *waiting for format* until this node holds a cluster format;
@@ -12,6 +13,8 @@
 //!   writes; a minority side waits until the partition heals;
 //! - *running* otherwise. Only views with such a majority become epochs,
 //!   so each epoch holds a majority of the one before.
+
+mod admin;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -27,8 +30,9 @@ use crate::cluster::{
 use crate::config::{ClusterDriver, Options};
 use crate::error::SheepError;
 use crate::format::{ClusterConfig, ClusterReply, ClusterRpc, FormatState};
-use crate::gateway::{apply_object_rpc, Gateway, ObjectReply, ObjectRpc};
+use crate::gateway::{Gateway, ObjectReply, ObjectRpc};
 use crate::peer::{decode_meta, encode_meta, Endpoint, PeerClient, PeerService};
+use crate::recovery::{Recovery, RecoveryControl, RecoveryOptions};
 use crate::store::ObjectStore;
 use crate::vdi::{VdiRegistry, VdiReply, VdiRpc, VdiService, Volumes};
 
@@ -76,8 +80,12 @@ pub struct Sheep {
     pub vdis: Arc<VdiService>,
     /// VDIs open as block devices (for NBD).
     pub volumes: Arc<Volumes>,
+    /// Recovery settings, progress and counters.
+    pub recovery: Arc<RecoveryControl>,
+    engine: std::sync::OnceLock<Arc<Recovery>>,
     waiting_for: Mutex<Option<BTreeSet<SocketAddr>>>,
     format_lock: tokio::sync::Mutex<()>,
+    stop: tokio::sync::Notify,
 }
 
 impl Sheep {
@@ -121,7 +129,14 @@ impl Sheep {
             },
         )
         .await?;
-        Ok(Self::assemble(local, membership, format, registry, store))
+        Ok(Self::assemble(
+            local,
+            membership,
+            format,
+            registry,
+            store,
+            opts.recovery(),
+        ))
     }
 
     /// Wires the layers together over any membership (tests use an
@@ -132,6 +147,7 @@ impl Sheep {
         format: Arc<FormatState>,
         registry: Arc<VdiRegistry>,
         store: Option<Arc<ObjectStore>>,
+        recovery_options: RecoveryOptions,
     ) -> Arc<Sheep> {
         let peers = Arc::new(PeerClient::new());
         let gateway = Arc::new(Gateway::new(
@@ -155,6 +171,10 @@ impl Sheep {
                 .collect::<BTreeSet<_>>()
         });
         let volumes = Arc::new(Volumes::new(vdis.clone(), gateway.clone()));
+        let recovery = Arc::new(RecoveryControl::new(
+            recovery_options.throttle,
+            gateway.counters().clone(),
+        ));
         let sheep = Arc::new(Sheep {
             local,
             membership,
@@ -162,9 +182,30 @@ impl Sheep {
             gateway,
             vdis,
             volumes,
+            recovery: recovery.clone(),
+            engine: std::sync::OnceLock::new(),
             waiting_for: Mutex::new(waiting_for),
             format_lock: tokio::sync::Mutex::new(()),
+            stop: tokio::sync::Notify::new(),
         });
+        let copies_vdis = sheep.vdis.clone();
+        let weak = Arc::downgrade(&sheep);
+        let engine = Recovery::start(
+            sheep.gateway.clone(),
+            recovery,
+            Arc::new(move |oid| copies_vdis.copies(oid.vid())),
+            Arc::new(move || {
+                weak.upgrade()
+                    .is_some_and(|s| s.status() == NodeStatus::Running)
+            }),
+            recovery_options,
+        );
+        let _ = sheep.engine.set(engine);
+        let weak = Arc::downgrade(&sheep);
+        sheep.gateway.set_serving_check(Arc::new(move || {
+            weak.upgrade()
+                .is_some_and(|s| s.status() == NodeStatus::Running)
+        }));
         tokio::spawn(sheep.clone().watch_views());
         sheep
     }
@@ -346,6 +387,9 @@ impl Sheep {
             }
             ClusterRpc::GetFormat => Ok(ClusterReply::Format(self.format.config())),
             ClusterRpc::GetView => Ok(ClusterReply::View(self.view().id)),
+            ClusterRpc::SetRecovery { .. } | ClusterRpc::SetThrottle { .. } => Ok(self
+                .apply_recovery_setting(&rpc)
+                .expect("a recovery setting")),
         }
     }
 
@@ -354,8 +398,18 @@ impl Sheep {
     async fn watch_views(self: Arc<Self>) {
         let mut views = self.membership.subscribe();
         let mut known: BTreeSet<SocketAddr> = BTreeSet::new();
+        let mut was_halted = false;
         loop {
             let view = views.borrow_and_update().clone();
+            // In a minority the other side may write without us: from now
+            // on our copies may be stale until verified again.
+            let halted = self.format.config().is_some() && !self.has_majority(&view);
+            if halted && !was_halted {
+                if let Some(engine) = self.engine.get() {
+                    engine.suspect_everything();
+                }
+            }
+            was_halted = halted;
             self.log_epoch_when_stable(&view).await;
             let present: BTreeSet<SocketAddr> = view.members.iter().map(|m| m.addr).collect();
             {
@@ -424,7 +478,7 @@ impl PeerService for Sheep {
                     let Ok(rpc) = decode_meta::<ObjectRpc>(&body) else {
                         return bad();
                     };
-                    match apply_object_rpc(self.gateway.store().map(|s| &**s), rpc, data).await {
+                    match self.gateway.serve_replica(rpc, data).await {
                         Ok((rep, data)) => reply(Ok::<ObjectReply, _>(rep), data),
                         Err(e) => reply::<ObjectReply>(Err(e), Bytes::new()),
                     }

@@ -1,0 +1,310 @@
+//! The on-disk layout of one object file, and the blocking I/O on it.
+//!
+//! ```text
+//! offset 0 ..             the object's bytes (sparse; holes read as zeros)
+//! TRAILER ..+HEADER_LEN   header: magic, version (count, history), extent
+//! TRAILER+HEADER_LEN ..   one u32 checksum per 4 KiB block of the object
+//! ```
+//!
+//! The trailer sits far beyond any object's end (objects are at most
+//! [`MAX_OBJECT_LEN`]), in the same file, so one `fdatasync` makes data,
+//! checksums and version durable together and a copy is still one file.
+//!
+//! Checksums are crc32c over whole 4 KiB blocks (zero-filled past the data).
+//! A stored 0 means "never written" and is not checked, so a hole costs
+//! nothing; a real crc of 0 is stored as 1 (see [`stored_crc`]).
+//! Invariant: whenever a write returns, every block it touched has the
+//! checksum of its new content. A crash between the data and the checksum
+//! writes can leave a block that fails its check; such a copy is repaired
+//! from another replica like any corrupt copy, and the write it belonged to
+//! was never acknowledged.
+
+use std::fs::File;
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::FileExt;
+
+use serde::{Deserialize, Serialize};
+
+/// Checksum granularity.
+pub const BLOCK: u64 = 4096;
+
+/// Where the trailer starts; also the largest object the store accepts.
+pub const TRAILER: u64 = 1 << 32;
+
+/// The largest object: everything below the trailer.
+pub const MAX_OBJECT_LEN: u64 = TRAILER;
+
+/// Bytes reserved for the header (one block, so the table stays aligned).
+const HEADER_LEN: u64 = BLOCK;
+
+/// Bytes the header actually uses.
+const HEADER_USED: usize = 32;
+
+const MAGIC: u32 = 0x5346_4f42; // "SFOB"
+const LAYOUT_VERSION: u32 = 1;
+
+/// Which writes a copy has seen. Two copies with the same version have
+/// applied the same set of writes (in any order: `history` is an XOR of one
+/// mixed id per write). Ordered by `count`, then `history`, so every node
+/// picks the same winner among diverged copies.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Version {
+    /// Writes applied (a create counts as one).
+    pub count: u64,
+    /// XOR of [`mix`]ed write ids.
+    pub history: u64,
+}
+
+impl Version {
+    /// The version after one more write with id `write_id`.
+    pub fn next(self, write_id: u64) -> Version {
+        Version {
+            count: self.count + 1,
+            history: self.history ^ mix(write_id),
+        }
+    }
+
+    /// The version of a fresh object created by write `write_id`.
+    pub fn created(write_id: u64) -> Version {
+        Version::default().next(write_id)
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{:016x}", self.count, self.history)
+    }
+}
+
+/// splitmix64's finalizer: spreads write ids so XORs of them do not cancel
+/// by accident.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// What the header records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// Which writes this copy holds.
+    pub version: Version,
+    /// One past the last byte ever written: the object's stored length.
+    pub extent: u64,
+}
+
+/// The checksum stored for a block: 0 is reserved for "not written".
+pub fn stored_crc(block: &[u8]) -> u32 {
+    crc32c::crc32c(block).max(1)
+}
+
+/// A block failed its checksum.
+#[derive(Debug)]
+pub struct Corrupt {
+    /// Byte offset of the first bad block.
+    pub offset: u64,
+}
+
+/// Reads the header; `None` for a file without one (never true for files
+/// this store wrote, but a foreign file must not crash the node).
+pub fn read_meta(file: &File) -> io::Result<Option<Meta>> {
+    let mut b = [0u8; HEADER_USED];
+    match file.read_exact_at(&mut b, TRAILER) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+    let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+    if u32_at(0) != MAGIC || u32_at(4) != LAYOUT_VERSION {
+        return Ok(None);
+    }
+    Ok(Some(Meta {
+        version: Version {
+            count: u64_at(8),
+            history: u64_at(16),
+        },
+        extent: u64_at(24),
+    }))
+}
+
+/// Writes the header.
+pub fn write_meta(file: &File, meta: &Meta) -> io::Result<()> {
+    let mut b = [0u8; HEADER_USED];
+    b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+    b[4..8].copy_from_slice(&LAYOUT_VERSION.to_le_bytes());
+    b[8..16].copy_from_slice(&meta.version.count.to_le_bytes());
+    b[16..24].copy_from_slice(&meta.version.history.to_le_bytes());
+    b[24..32].copy_from_slice(&meta.extent.to_le_bytes());
+    file.write_all_at(&b, TRAILER)
+}
+
+fn table_offset(block: u64) -> u64 {
+    TRAILER + HEADER_LEN + block * 4
+}
+
+/// Reads `len` bytes at `offset` (zeros past the end).
+fn read_raw(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => {
+                buf[done..].fill(0);
+                break;
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn read_table(file: &File, first: u64, count: usize) -> io::Result<Vec<u32>> {
+    let mut raw = vec![0u8; count * 4];
+    read_raw(file, &mut raw, table_offset(first))?;
+    Ok(raw
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect())
+}
+
+/// Reads `len` bytes at `offset`, checking every block it touches.
+pub fn read_checked(file: &File, offset: u64, len: usize) -> io::Result<Result<Vec<u8>, Corrupt>> {
+    if len == 0 {
+        return Ok(Ok(Vec::new()));
+    }
+    let first = offset / BLOCK;
+    let end = offset + len as u64;
+    let last = (end - 1) / BLOCK;
+    let nblocks = (last - first + 1) as usize;
+    let start = first * BLOCK;
+    let mut buf = vec![0u8; nblocks * BLOCK as usize];
+    read_raw(file, &mut buf, start)?;
+    let table = read_table(file, first, nblocks)?;
+    for (i, (block, want)) in buf.chunks_exact(BLOCK as usize).zip(&table).enumerate() {
+        if *want != 0 && stored_crc(block) != *want {
+            return Ok(Err(Corrupt {
+                offset: start + i as u64 * BLOCK,
+            }));
+        }
+    }
+    let skip = (offset - start) as usize;
+    buf.drain(..skip);
+    buf.truncate(len);
+    Ok(Ok(buf))
+}
+
+/// Writes `data` at `offset` and the checksums of every block it touches.
+/// The caller serializes writers of one object (edge blocks are read,
+/// merged and checksummed).
+pub fn write_checked(file: &File, offset: u64, data: &[u8]) -> io::Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let first = offset / BLOCK;
+    let end = offset + data.len() as u64;
+    let last = (end - 1) / BLOCK;
+    let mut crcs = Vec::with_capacity((last - first + 1) as usize * 4);
+    let mut edge = vec![0u8; BLOCK as usize];
+    for b in first..=last {
+        let (bs, be) = (b * BLOCK, (b + 1) * BLOCK);
+        let crc = if bs >= offset && be <= end {
+            stored_crc(&data[(bs - offset) as usize..(be - offset) as usize])
+        } else {
+            // A partly covered block: merge the new bytes into the old.
+            read_raw(file, &mut edge, bs)?;
+            let from = offset.max(bs);
+            let to = end.min(be);
+            edge[(from - bs) as usize..(to - bs) as usize]
+                .copy_from_slice(&data[(from - offset) as usize..(to - offset) as usize]);
+            stored_crc(&edge)
+        };
+        crcs.extend_from_slice(&crc.to_le_bytes());
+    }
+    file.write_all_at(data, offset)?;
+    file.write_all_at(&crcs, table_offset(first))
+}
+
+/// Checks every block below `extent`; returns the crc32c of the whole
+/// content (a digest to compare replicas by) or the first bad block.
+pub fn scrub(file: &File, extent: u64) -> io::Result<Result<u32, Corrupt>> {
+    let mut digest = 0u32;
+    let step = 256 * BLOCK;
+    let mut at = 0;
+    while at < extent {
+        let len = step.min(extent - at) as usize;
+        match read_checked(file, at, len)? {
+            Ok(buf) => digest = crc32c::crc32c_append(digest, &buf),
+            Err(c) => return Ok(Err(c)),
+        }
+        at += len as u64;
+    }
+    Ok(Ok(digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> (tempfile::TempDir, File) {
+        let d = tempfile::tempdir().unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(d.path().join("o"))
+            .unwrap();
+        (d, f)
+    }
+
+    #[test]
+    fn unaligned_writes_keep_checksums_right() {
+        let (_d, f) = file();
+        write_checked(&f, 100, &[7u8; 5000]).unwrap();
+        write_checked(&f, 4000, &[9u8; 200]).unwrap();
+        let got = read_checked(&f, 0, 9000).unwrap().unwrap();
+        assert!(got[..100].iter().all(|b| *b == 0));
+        assert!(got[100..4000].iter().all(|b| *b == 7));
+        assert!(got[4000..4200].iter().all(|b| *b == 9));
+        assert!(got[4200..5100].iter().all(|b| *b == 7));
+        assert!(got[5100..].iter().all(|b| *b == 0));
+        assert!(scrub(&f, 5100).unwrap().is_ok());
+    }
+
+    #[test]
+    fn corruption_is_detected_and_holes_are_not_checked() {
+        let (_d, f) = file();
+        write_checked(&f, 8192, &[1u8; 4096]).unwrap();
+        // Bytes changed behind the store's back.
+        f.write_all_at(&[2u8; 10], 8200).unwrap();
+        assert_eq!(
+            read_checked(&f, 8192, 10).unwrap().unwrap_err().offset,
+            8192
+        );
+        assert!(read_checked(&f, 0, 4096).unwrap().is_ok());
+        assert_eq!(scrub(&f, 12288).unwrap().unwrap_err().offset, 8192);
+    }
+
+    #[test]
+    fn meta_round_trips_and_versions_commute() {
+        let (_d, f) = file();
+        assert_eq!(read_meta(&f).unwrap(), None);
+        let m = Meta {
+            version: Version::created(1).next(2).next(3),
+            extent: 12345,
+        };
+        write_meta(&f, &m).unwrap();
+        assert_eq!(read_meta(&f).unwrap(), Some(m));
+        assert_eq!(
+            Version::created(1).next(3).next(2),
+            m.version,
+            "the same writes in another order give the same version"
+        );
+        assert_ne!(Version::created(1).next(4).next(2), m.version);
+    }
+}

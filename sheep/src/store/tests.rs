@@ -1,0 +1,123 @@
+use super::*;
+use bytes::Bytes;
+use std::os::unix::fs::FileExt;
+
+fn store() -> (tempfile::TempDir, ObjectStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ObjectStore::open(dir.path(), false).unwrap();
+    (dir, s)
+}
+
+#[tokio::test]
+async fn create_read_write_remove() {
+    let (_d, s) = store();
+    let oid = ObjectId::data(7, 1);
+    assert!(matches!(
+        s.read(oid, 0, 4).await,
+        Err(StoreError::NoObject(_))
+    ));
+    assert!(matches!(
+        s.write(oid, 0, Bytes::from_static(b"x"), true, 1).await,
+        Err(StoreError::NoObject(_))
+    ));
+    let abcd = Bytes::from_static(b"abcd");
+    s.create(oid, 4096, abcd, CreateMode::Replace, true, 2)
+        .await
+        .unwrap();
+    assert_eq!(s.read(oid, 4094, 8).await.unwrap(), b"\0\0abcd\0\0");
+    s.write(oid, 4095, Bytes::from_static(b"Z"), false, 3)
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    assert_eq!(s.read(oid, 4094, 4).await.unwrap(), b"\0Zab");
+    assert_eq!(
+        s.meta(oid).unwrap(),
+        Meta {
+            version: Version::created(2).next(3),
+            extent: 4100
+        }
+    );
+    assert_eq!(s.list().len(), 1);
+    assert!(matches!(
+        s.create(oid, 0, Bytes::new(), CreateMode::Exclusive, true, 4)
+            .await,
+        Err(StoreError::Exists(_))
+    ));
+    s.remove(oid).await.unwrap();
+    s.remove(oid).await.unwrap();
+    assert!(s.list().is_empty());
+}
+
+#[tokio::test]
+async fn reopened_store_keeps_versions_and_suspects_every_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let oid = ObjectId::data(1, 0);
+    {
+        let s = ObjectStore::open(dir.path(), false).unwrap();
+        let data = Bytes::from(vec![5u8; 10000]);
+        s.create(oid, 0, data, CreateMode::Replace, true, 9)
+            .await
+            .unwrap();
+        s.write(oid, 0, Bytes::from_static(b"hi"), true, 10)
+            .await
+            .unwrap();
+        assert!(!s.gate().is_unverified(oid), "a create is fresh");
+    }
+    let s = Arc::new(ObjectStore::open(dir.path(), false).unwrap());
+    assert_eq!(s.meta(oid).unwrap().version, Version::created(9).next(10));
+    assert_eq!(s.meta(oid).unwrap().extent, 10000);
+    assert!(s.gate().is_unverified(oid));
+    // Client I/O asks for verification and waits for it...
+    let mut urgent = s.gate().take_urgent().unwrap();
+    let reader = s.clone();
+    let read = tokio::spawn(async move { reader.read(oid, 0, 2).await });
+    assert_eq!(urgent.recv().await, Some(oid));
+    assert!(!read.is_finished());
+    // ...until recovery has verified the copy.
+    s.gate().verified(oid);
+    assert_eq!(read.await.unwrap().unwrap(), b"hi");
+    let (v, _) = s.fetch(oid).await.unwrap();
+    assert_eq!(v, Version::created(9).next(10));
+}
+
+#[tokio::test]
+async fn corrupt_bytes_are_never_returned() {
+    let (d, s) = store();
+    let oid = ObjectId::data(3, 0);
+    let data = Bytes::from(vec![1u8; 8192]);
+    s.create(oid, 0, data, CreateMode::Replace, true, 1)
+        .await
+        .unwrap();
+    let path = d.path().join("obj").join(oid.to_string());
+    let f = OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&[0xAA; 16], 4096).unwrap();
+    let mut urgent = s.gate().take_urgent().unwrap();
+    assert!(matches!(
+        s.read(oid, 4000, 200).await,
+        Err(StoreError::Corrupt(_, 4096))
+    ));
+    assert!(matches!(s.scrub(oid).await, Err(StoreError::Corrupt(..))));
+    assert!(matches!(s.fetch(oid).await, Err(StoreError::Corrupt(..))));
+    assert_eq!(urgent.recv().await, Some(oid), "repair requested");
+    // Installing a good copy under the exclusive lock repairs it.
+    let guard = s.gate().exclusive(oid).await;
+    let good = Bytes::from(vec![1u8; 8192]);
+    s.install(oid, Version::created(1), good, CreateMode::Replace)
+        .await
+        .unwrap();
+    drop(guard);
+    assert_eq!(s.read(oid, 4000, 200).await.unwrap(), vec![1u8; 200]);
+    assert!(s.scrub(oid).await.is_ok());
+}
+
+#[tokio::test]
+async fn usage_counts_object_bytes() {
+    let (_d, s) = store();
+    let data = Bytes::from(vec![1u8; 1 << 20]);
+    s.create(ObjectId::data(1, 0), 0, data, CreateMode::Replace, false, 1)
+        .await
+        .unwrap();
+    let (used, free) = s.usage().await.unwrap();
+    assert!(used >= 1 << 20);
+    assert!(free > 0);
+}
