@@ -123,6 +123,17 @@ impl FormatState {
         self.state.lock().expect("format lock").config.clone()
     }
 
+    /// True once a format is installed (cheap: checked on every request).
+    pub fn is_formatted(&self) -> bool {
+        self.state.lock().expect("format lock").config.is_some()
+    }
+
+    /// Calls `f` with the newest epoch, without copying it (the node's
+    /// majority rule reads it on every request).
+    pub fn with_last_epoch<R>(&self, f: impl FnOnce(Option<&EpochRecord>) -> R) -> R {
+        f(self.state.lock().expect("format lock").epochs.last())
+    }
+
     /// The format's ctime, 0 when unformatted.
     pub fn ctime(&self) -> u64 {
         self.config().map_or(0, |c| c.ctime)

@@ -57,7 +57,7 @@ impl Sheep {
     /// Compares every replica of every object of VDI `vid`, repairs missing,
     /// corrupt or stale copies from a good one, and says what it fixed.
     pub async fn check_vdi(&self, vid: u32) -> Result<CheckReport, SheepError> {
-        crate::recovery::check_vdi(&self.vdis, &self.gateway, &self.recovery, vid).await
+        crate::recovery::check_vdi(&self.vdis, &self.gateway, vid).await
     }
 
     /// Applies a setting locally and on every other member of the view.

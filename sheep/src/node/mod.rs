@@ -212,7 +212,7 @@ impl Sheep {
 
     /// The node's status for clients.
     pub fn status(&self) -> NodeStatus {
-        if self.format.config().is_none() {
+        if !self.format.is_formatted() {
             NodeStatus::WaitForFormat
         } else if self.waiting_for.lock().expect("wait lock").is_some() {
             NodeStatus::WaitForJoin
@@ -226,20 +226,21 @@ impl Sheep {
     /// True when `view` holds a strict majority of the storing nodes of the
     /// last logged epoch (always true before the first epoch).
     fn has_majority(&self, view: &View) -> bool {
-        let Some(last) = self.format.last_epoch() else {
-            return true;
-        };
-        let storing: Vec<SocketAddr> = last
-            .nodes
-            .iter()
-            .filter(|(_, vnodes, _)| *vnodes > 0)
-            .map(|(addr, _, _)| *addr)
-            .collect();
-        let present = storing
-            .iter()
-            .filter(|a| view.member(**a).is_some_and(|m| m.stores_data()))
-            .count();
-        storing.is_empty() || present * 2 > storing.len()
+        self.format.with_last_epoch(|last| {
+            let Some(last) = last else {
+                return true;
+            };
+            let (mut storing, mut present) = (0, 0);
+            for (addr, vnodes, _) in &last.nodes {
+                if *vnodes > 0 {
+                    storing += 1;
+                    if view.member(*addr).is_some_and(|m| m.stores_data()) {
+                        present += 1;
+                    }
+                }
+            }
+            storing == 0 || present * 2 > storing
+        })
     }
 
     /// The current view.
@@ -403,7 +404,7 @@ impl Sheep {
             let view = views.borrow_and_update().clone();
             // In a minority the other side may write without us: from now
             // on our copies may be stale until verified again.
-            let halted = self.format.config().is_some() && !self.has_majority(&view);
+            let halted = self.format.is_formatted() && !self.has_majority(&view);
             if halted && !was_halted {
                 if let Some(engine) = self.engine.get() {
                     engine.suspect_everything();
@@ -427,7 +428,7 @@ impl Sheep {
                 }
             }
             known = present;
-            if self.format.config().is_none() {
+            if !self.format.is_formatted() {
                 self.learn_format().await;
             }
             tokio::select! {

@@ -15,8 +15,6 @@ use crate::error::SheepError;
 use crate::gateway::{Gateway, ObjectReply, ObjectRpc, ScrubState};
 use crate::vdi::VdiService;
 
-use super::RecoveryControl;
-
 /// What `dog vdi check` found and fixed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckReport {
@@ -31,7 +29,6 @@ pub struct CheckReport {
 pub async fn check_vdi(
     vdis: &VdiService,
     gateway: &Gateway,
-    _control: &RecoveryControl,
     vid: u32,
 ) -> Result<CheckReport, SheepError> {
     let copies = vdis.copies(vid);

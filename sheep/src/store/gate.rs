@@ -16,6 +16,7 @@
 //! Locks are striped by object id, so memory does not grow with objects.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -35,6 +36,9 @@ const STRIPES: usize = 1024;
 pub struct Gate {
     stripes: Vec<std::sync::Arc<RwLock<()>>>,
     unverified: Mutex<HashSet<ObjectId>>,
+    /// Mirrors `!unverified.is_empty()`, so the common case (everything
+    /// verified) costs client I/O no lock.
+    any_unverified: AtomicBool,
     corrupt: Mutex<HashSet<ObjectId>>,
     verified: Notify,
     urgent_tx: mpsc::UnboundedSender<ObjectId>,
@@ -54,6 +58,7 @@ impl Default for Gate {
                 .map(|_| std::sync::Arc::new(RwLock::new(())))
                 .collect(),
             unverified: Mutex::new(HashSet::new()),
+            any_unverified: AtomicBool::new(false),
             corrupt: Mutex::new(HashSet::new()),
             verified: Notify::new(),
             urgent_tx,
@@ -100,8 +105,8 @@ impl Gate {
 
     /// True while `oid`'s local copy may be stale.
     pub fn is_unverified(&self, oid: ObjectId) -> bool {
-        let set = self.unverified.lock().expect("gate lock");
-        !set.is_empty() && set.contains(&oid)
+        self.any_unverified.load(Ordering::Acquire)
+            && self.unverified.lock().expect("gate lock").contains(&oid)
     }
 
     /// Every unverified copy.
@@ -119,12 +124,19 @@ impl Gate {
 
     /// Marks these copies unverified (after a restart or a lost majority).
     pub fn suspect(&self, oids: impl IntoIterator<Item = ObjectId>) {
-        self.unverified.lock().expect("gate lock").extend(oids);
+        let mut set = self.unverified.lock().expect("gate lock");
+        set.extend(oids);
+        self.any_unverified
+            .store(!set.is_empty(), Ordering::Release);
     }
 
     /// Marks a copy verified and wakes the I/O waiting for it.
     pub fn verified(&self, oid: ObjectId) {
-        if self.unverified.lock().expect("gate lock").remove(&oid) {
+        let mut set = self.unverified.lock().expect("gate lock");
+        if set.remove(&oid) {
+            self.any_unverified
+                .store(!set.is_empty(), Ordering::Release);
+            drop(set);
             self.verified.notify_waiters();
         }
     }

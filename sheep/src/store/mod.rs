@@ -389,9 +389,6 @@ impl Inner {
 
     fn read(&self, oid: ObjectId, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
         Self::check_range(oid, offset, len as u64)?;
-        if self.meta(oid).is_none() {
-            return Err(StoreError::NoObject(oid));
-        }
         let file = self.file(oid)?;
         match layout::read_checked(&file, offset, len)? {
             Ok(buf) => Ok(buf),
