@@ -3,6 +3,7 @@
 # same jobs against qemu-nbd serving a raw file on the same disk (the floor), in the same run.
 #
 #   bench/nbd-fio.sh [RUNTIME_S [REPS]]     (default 10 seconds per job, 3 repetitions)
+#   COPIES="3" JOBS="a e" bench/nbd-fio.sh 5 1   (a subset, while working on one figure)
 #
 # Sheep run from a release build with fsync on (no -n). For each copies value the cluster is
 # reformatted, a fresh 2 GiB VDI is filled with a sequential 1 MiB fio write (so reads hit
@@ -43,7 +44,7 @@ trap cleanup EXIT
 
 base=$((20000 + RANDOM % 20000))
 for i in 0 1 2; do
-    "$bin/sheep" -b 127.0.0.1 -p $((base + i)) --gossip-port $((base + 100 + i)) \
+    "$bin/sheep" ${SHEEP_OPTS:-} -b 127.0.0.1 -p $((base + i)) --gossip-port $((base + 100 + i)) \
         --nbd-port $((base + 200 + i)) -z "$i" -c "local:$work/local" "$work/n$i" \
         >"$work/n$i.log" 2>&1 &
     pids+=($!)
@@ -84,7 +85,7 @@ fill() { fio_run "$1" fill --rw=write --bs=1M --iodepth=8 >/dev/null; }
 
 timed=(--time_based --runtime="$runtime" --ramp_time=1)
 median() { printf '%s\n' "$@" | sort -g | sed -n "$((($# + 1) / 2))p"; }
-jobs=(a b c d e f)
+read -r -a jobs <<<"${JOBS:-a b c d e f}"
 declare -A label opts
 label[a]="4K randwrite QD1 + flush (IOPS)"
 label[b]="4K randread QD1 (IOPS)"
@@ -104,7 +105,7 @@ fill "$floor_uri"
 declare -A result
 echo "| copies | fio job | Sheepfold NBD | qemu-nbd floor | Sheepfold / floor |"
 echo "|---|---|---|---|---|"
-for copies in 1 2 3; do
+for copies in ${COPIES:-1 2 3}; do
     dog cluster format -f --copies "$copies" >/dev/null
     dog vdi create bench 2G
     fill "$sheep_uri"
@@ -120,6 +121,7 @@ for copies in 1 2 3; do
                 if [ "$who" = sheep ]; then s_runs+=("$v"); else f_runs+=("$v"); fi
             done
         done
+        [ -n "${VERBOSE:-}" ] && echo "runs $copies$j: sheep ${s_runs[*]} / floor ${f_runs[*]}" >&2
         s=$(median "${s_runs[@]}")
         f=$(median "${f_runs[@]}")
         r=$(printf %.2f "$(echo "$s / $f" | bc -l)")
@@ -130,6 +132,7 @@ for copies in 1 2 3; do
 done
 
 echo
+[ -n "${result[3a]:-}" ] && [ -n "${result[3e]:-}" ] || exit 0
 verdict() { if [ "$(echo "$1 >= $2" | bc -l)" = 1 ]; then echo met; else echo "NOT met"; fi; }
 echo "Targets (copies 3): flushed 4K QD1 write >= 0.5 x floor: ratio ${result[3a]}," \
     "$(verdict "${result[3a]}" 0.5); 1 MiB sequential write >= 1/3 x floor: ratio" \

@@ -56,6 +56,11 @@ pub struct Options {
     #[arg(short = 'f', long = "foreground")]
     pub foreground: bool,
 
+    /// Threads running the network side (clients and peers); disk I/O runs
+    /// on its own pool. Default: half the CPUs, at least one.
+    #[arg(long = "workers", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
+
     /// Cluster driver: `local`, `local:DIR` or `gossip:HOST:PORT[,HOST:PORT...]`.
     #[arg(short = 'c', long = "cluster", default_value = "local")]
     pub cluster: String,
@@ -193,6 +198,19 @@ impl Options {
             Duration::from_millis(self.probe_interval_ms.max(10)),
             Duration::from_millis(self.probe_timeout_ms.max(5)),
         )
+    }
+
+    /// Threads for the async runtime. Every hand-off between threads costs
+    /// a context switch, the largest cost of a small replicated write, so
+    /// the network side gets few threads: half the CPUs leaves the rest to
+    /// the disk pool, checksums and the other processes of the host.
+    pub fn workers(&self) -> usize {
+        match self.workers {
+            Some(n) => usize::from(n),
+            None => std::thread::available_parallelism()
+                .map_or(1, |n| n.get() / 2)
+                .max(1),
+        }
     }
 
     /// The tracing filter from `-l level=...`.

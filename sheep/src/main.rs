@@ -8,9 +8,17 @@ use sheep::frontend::{listener, nbd};
 use sheep::node::Sheep;
 use tokio::signal::unix::{signal, SignalKind};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let opts = Options::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.workers())
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(run(opts))
+}
+
+async fn run(opts: Options) -> anyhow::Result<()> {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| opts.log_filter());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))

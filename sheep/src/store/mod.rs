@@ -82,6 +82,10 @@ struct Dirty {
 /// the 4 KiB write it serves.
 const OPEN_FILES: usize = 1024;
 
+/// Unsynced writes up to this size run on the calling task (see
+/// [`ObjectStore::write`]).
+const INLINE_WRITE: usize = 64 << 10;
+
 /// Stripes of the writers' lock.
 const WRITER_STRIPES: usize = 256;
 
@@ -186,6 +190,12 @@ impl ObjectStore {
         write_id: u64,
     ) -> Result<(), StoreError> {
         let _guard = self.gate.client(oid).await?;
+        if !sync && data.len() <= INLINE_WRITE {
+            // A small unsynced write only copies into the page cache: doing
+            // it here costs less than the two thread switches of the
+            // blocking pool, which dominate a 4 KiB write's latency.
+            return self.inner.write(oid, offset, &data, false, write_id);
+        }
         self.blocking(move |s| s.write(oid, offset, &data, sync, write_id))
             .await
     }

@@ -23,6 +23,7 @@
 //! - Then the inode is written to all its replicas and the VDI committed in
 //!   every node's registry (which marks snapshots read-only everywhere).
 
+mod durability;
 mod make;
 mod prune;
 mod registry;

@@ -14,7 +14,9 @@
 //! - Freeing runs the other way: the index entry is cleared first, then the
 //!   object removed, so a reader never follows an index to a missing object.
 //! - Durability follows the client: with FUA each step is synced on every
-//!   replica; without, the next flush syncs everything written so far.
+//!   replica; without, the next flush syncs everything written so far
+//!   ([`Durability`] also sends writes synchronously for clients that flush
+//!   after every write, and skips flushes that have nothing to sync).
 //! - Other nodes may serve the same VDI: before allocating an object, and
 //!   before reporting or reading a range as unallocated, a volume re-reads
 //!   those index entries from the inode; objects are created exclusively,
@@ -31,6 +33,7 @@ use bytes::{Bytes, BytesMut};
 use qemu_proto::inode;
 use qemu_proto::{ObjectId, SdResult};
 
+use super::durability::Durability;
 use super::{VdiRef, VdiService};
 use crate::cluster::BoxFuture;
 use crate::error::SheepError;
@@ -59,6 +62,7 @@ pub struct Volume {
     export: VdiRef,
     state: RwLock<Snapshot>,
     alloc_locks: Vec<tokio::sync::Mutex<()>>,
+    durability: Durability,
 }
 
 impl Volume {
@@ -77,6 +81,7 @@ impl Volume {
             alloc_locks: (0..ALLOC_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            durability: Durability::default(),
         })
     }
 
@@ -225,6 +230,13 @@ impl Volume {
     }
 
     async fn write_range(&self, offset: u64, data: Bytes, fua: bool) -> Result<(), SheepError> {
+        let sync = self.durability.begin_write(fua);
+        let r = self.write_range_as(offset, data, sync).await;
+        self.durability.end_write(sync);
+        r
+    }
+
+    async fn write_range_as(&self, offset: u64, data: Bytes, fua: bool) -> Result<(), SheepError> {
         match self.try_write(offset, data.clone(), fua).await {
             Err(e) if e.result() == SdResult::READONLY || e.is_no_object() => {
                 // A snapshot froze our vid, or the index changed elsewhere:
@@ -328,6 +340,20 @@ impl Volume {
         Ok(())
     }
 
+    /// [`Volume::discard`] as a write of the durability policy.
+    async fn discard_range(
+        &self,
+        offset: u64,
+        len: u64,
+        zero_partial: bool,
+        fua: bool,
+    ) -> Result<(), SheepError> {
+        let sync = self.durability.begin_write(fua);
+        let r = self.discard(offset, len, zero_partial, sync).await;
+        self.durability.end_write(sync);
+        r
+    }
+
     /// Makes a range read as zeros: whole objects are dropped from the
     /// index (and removed if this VDI owns them); with `zero_partial`, the
     /// allocated parts of partial objects are overwritten with zeros.
@@ -403,11 +429,17 @@ impl BlockExport for Volume {
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), SheepError>> {
-        Box::pin(self.gateway.flush_all())
+        Box::pin(async move {
+            if let Some(round) = self.durability.begin_flush() {
+                self.gateway.flush_all().await?;
+                self.durability.end_flush(round);
+            }
+            Ok(())
+        })
     }
 
     fn trim(&self, offset: u64, len: u64) -> BoxFuture<'_, Result<(), SheepError>> {
-        Box::pin(self.discard(offset, len, false, false))
+        Box::pin(self.discard_range(offset, len, false, false))
     }
 
     fn write_zeroes(
@@ -416,7 +448,7 @@ impl BlockExport for Volume {
         len: u64,
         fua: bool,
     ) -> BoxFuture<'_, Result<(), SheepError>> {
-        Box::pin(self.discard(offset, len, true, fua))
+        Box::pin(self.discard_range(offset, len, true, fua))
     }
 
     fn block_status(

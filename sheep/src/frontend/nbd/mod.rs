@@ -22,7 +22,8 @@
 //!
 //! `CAN_MULTI_CONN` is offered: a flush (or FUA) through one connection
 //! makes every acknowledged write durable whatever connection it came
-//! through, because the export's flush does so cluster-wide.
+//! through, because every connection to a VDI on one node shares one export
+//! (a volume), whose flush covers every write acknowledged through it.
 
 mod command;
 pub mod consts;
