@@ -64,6 +64,16 @@ pub struct Options {
     #[arg(long = "nbd-port", default_value_t = 10809)]
     pub nbd_port: u16,
 
+    /// HTTP port for the storage API and `/metrics` (0 disables it); every
+    /// node on one host needs its own.
+    #[arg(long = "http-port", default_value_t = 7080)]
+    pub http_port: u16,
+
+    /// Seconds a node may be out of the cluster before the attach locks
+    /// of the VDIs attached through it are released.
+    #[arg(long = "lock-grace", value_name = "SECS", default_value_t = 10)]
+    pub lock_grace: u64,
+
     /// Gossip port (UDP and TCP); default: the data port + 10000.
     #[arg(long = "gossip-port")]
     pub gossip_port: Option<u16>,
