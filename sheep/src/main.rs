@@ -41,8 +41,9 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    let http_listener = if opts.http_port != 0 {
-        let addr = std::net::SocketAddr::new(opts.bind, opts.http_port);
+    let http_port = opts.http_port().map_err(anyhow::Error::msg)?;
+    let http_listener = if http_port != 0 {
+        let addr = std::net::SocketAddr::new(opts.bind, http_port);
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
@@ -62,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
     );
     sheep.set_client_ports(ClientPorts {
         nbd: opts.nbd_port,
-        http: opts.http_port,
+        http: http_port,
     });
     sheep.set_lock_grace(std::time::Duration::from_secs(opts.lock_grace));
     let catalog = AttachCatalog::new(sheep.volumes.clone(), sheep.local.addr);
