@@ -247,3 +247,46 @@ pub fn check_schema(doc: &Value, schema: &Value, value: &Value, at: &str) -> Res
     }
     Ok(())
 }
+
+/// The NBD address of a libvirt `<disk>`: (host, port, export name),
+/// unescaped, exactly as libvirt would hand them to QEMU.
+pub fn nbd_from_xml(xml: &str) -> (String, u16, String) {
+    let attr = |tag: &str, name: &str| -> String {
+        let start = xml
+            .find(&format!("<{tag} "))
+            .unwrap_or_else(|| panic!("no <{tag}> in {xml}"));
+        let rest = &xml[start..];
+        let end = rest.find('>').expect("tag end");
+        let el = &rest[..end];
+        let key = format!("{name}='");
+        let at = el
+            .find(&key)
+            .unwrap_or_else(|| panic!("no {name} in {el}"))
+            + key.len();
+        let v = &el[at..];
+        let v = &v[..v.find('\'').expect("attribute end")];
+        v.replace("&apos;", "'")
+            .replace("&quot;", "\"")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&")
+    };
+    assert!(xml.contains("protocol='nbd'"), "not an NBD disk: {xml}");
+    let port = attr("host", "port").parse().expect("port");
+    (attr("host", "name"), port, attr("source", "name"))
+}
+
+/// The `json:` filename QEMU's tools take for an NBD export, which is what
+/// libvirt passes for a `<source protocol='nbd'>` (as `-blockdev`).
+pub fn qemu_nbd_json(host: &str, port: u16, export: &str) -> String {
+    serde_json::json!({
+        "driver": "raw",
+        "file": {
+            "driver": "nbd",
+            "server": {"type": "inet", "host": host, "port": port.to_string()},
+            "export": export,
+        }
+    })
+    .to_string()
+    .replacen('{', "json:{", 1)
+}
