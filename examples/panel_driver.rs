@@ -12,6 +12,8 @@
 //!     [--api http://127.0.0.1:7080] [--image disk.raw | --size 1G] [--vms 10] [--quiet]
 //! ```
 //!
+//! `--quiet` prints only the first VM's XML. Timings are in milliseconds.
+//!
 //! Without `--image` it imports a generated raw image of `--size` bytes.
 //! Every change carries an `Idempotency-Key`, so a driver that times out
 //! can simply send the same request again.
@@ -51,7 +53,9 @@ fn parse_args() -> Result<Options, Error> {
             "--vms" => o.vms = value()?.parse()?,
             "--quiet" => o.quiet = true,
             "-h" | "--help" => {
-                println!("panel_driver [--api URL] [--image RAW | --size N[KMG]] [--vms N] [--quiet]");
+                println!(
+                    "panel_driver [--api URL] [--image RAW | --size N[KMG]] [--vms N] [--quiet]"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}").into()),
@@ -95,14 +99,24 @@ impl Storage {
 
     /// Sends a request; any answer but `want` is an error carrying the
     /// API's code and message.
-    fn call(&self, method: &str, path: &str, body: Option<Value>, want: u16) -> Result<Value, Error> {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        want: u16,
+    ) -> Result<Value, Error> {
         let url = format!("{}{path}", self.base);
         // One key per logical request: a retry of this call would reuse it.
         let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let key = format!("panel-{}-{seq}", self.run);
         let mut resp = match (method, body) {
             ("GET", _) => self.agent.get(&url).call()?,
-            ("DELETE", _) => self.agent.delete(&url).header("Idempotency-Key", &key).call()?,
+            ("DELETE", _) => self
+                .agent
+                .delete(&url)
+                .header("Idempotency-Key", &key)
+                .call()?,
             (_, body) => self
                 .agent
                 .post(&url)
@@ -139,7 +153,11 @@ fn nbd_address(xml: &str) -> Result<(String, String, String), Error> {
             .ok_or(format!("no {name} on <{tag}>"))?;
         Ok(v.replace("&apos;", "'").replace("&amp;", "&"))
     };
-    Ok((attr("host", "name")?, attr("host", "port")?, attr("source", "name")?))
+    Ok((
+        attr("host", "name")?,
+        attr("host", "port")?,
+        attr("source", "name")?,
+    ))
 }
 
 /// Writes a raw image into an attachment's NBD export with qemu-img.
@@ -209,7 +227,12 @@ fn main() -> Result<(), Error> {
     // 1. Import: create the base VDI, attach it on the importing host,
     //    write the image through the NBD address the API gives, detach.
     clock.time("import base image", || {
-        api.call("POST", "/v1/vdis", Some(json!({"name": base, "size": size})), 201)?;
+        api.call(
+            "POST",
+            "/v1/vdis",
+            Some(json!({"name": base, "size": size})),
+            201,
+        )?;
         let att = api.call(
             "POST",
             &format!("/v1/vdis/{base}/attachments"),
@@ -218,7 +241,12 @@ fn main() -> Result<(), Error> {
         )?;
         import(&image, att["disk"]["nbd"].as_str().ok_or("no NBD disk")?)?;
         let id = att["id"].as_str().ok_or("no attachment id")?;
-        api.call("DELETE", &format!("/v1/vdis/{base}/attachments/{id}"), None, 200)?;
+        api.call(
+            "DELETE",
+            &format!("/v1/vdis/{base}/attachments/{id}"),
+            None,
+            200,
+        )?;
         Ok(())
     })?;
     // 2. Snapshot it: the golden image every VM disk is cloned from.
@@ -247,21 +275,39 @@ fn main() -> Result<(), Error> {
             Some(json!({"host": format!("hv{}", i % 3)})),
             201,
         )?;
-        let xml = att["disk"]["nbd"].as_str().ok_or("no NBD disk")?.to_string();
+        let xml = att["disk"]["nbd"]
+            .as_str()
+            .ok_or("no NBD disk")?
+            .to_string();
         if !o.quiet || i == 0 {
-            println!("<!-- {name} on {} -->\n{xml}", att["host"].as_str().unwrap_or("?"));
+            println!(
+                "<!-- {name} on {} -->\n{xml}",
+                att["host"].as_str().unwrap_or("?")
+            );
         }
         vms.push((name, att["id"].as_str().unwrap_or_default().to_string()));
     }
     let provision = start.elapsed();
-    clock.0.push((format!("clone and attach {} VM disks", o.vms), provision));
+    clock
+        .0
+        .push((format!("clone and attach {} VM disks", o.vms), provision));
     // 4. Tear down: detach and delete the clones, the snapshot, the base.
     clock.time("tear down", || {
         for (name, id) in &vms {
-            api.call("DELETE", &format!("/v1/vdis/{name}/attachments/{id}"), None, 200)?;
+            api.call(
+                "DELETE",
+                &format!("/v1/vdis/{name}/attachments/{id}"),
+                None,
+                200,
+            )?;
             api.call("DELETE", &format!("/v1/vdis/{name}"), None, 200)?;
         }
-        api.call("DELETE", &format!("/v1/vdis/{base}/snapshots/gold"), None, 200)?;
+        api.call(
+            "DELETE",
+            &format!("/v1/vdis/{base}/snapshots/gold"),
+            None,
+            200,
+        )?;
         api.call("DELETE", &format!("/v1/vdis/{base}"), None, 200)?;
         Ok(())
     })?;
@@ -269,15 +315,15 @@ fn main() -> Result<(), Error> {
         let _ = std::fs::remove_file(&image);
     }
 
-    println!("\n{:<32} {:>10}", "step", "seconds");
+    println!("\n{:<32} {:>10}", "step", "ms");
     for (step, d) in &clock.0 {
-        println!("{step:<32} {:>10.3}", d.as_secs_f64());
+        println!("{step:<32} {:>10.1}", d.as_secs_f64() * 1000.0);
     }
     if o.vms > 0 {
         println!(
-            "{:<32} {:>10.3}",
+            "{:<32} {:>10.1}",
             "clone and attach, per VM",
-            provision.as_secs_f64() / o.vms as f64
+            provision.as_secs_f64() * 1000.0 / o.vms as f64
         );
     }
     Ok(())

@@ -52,7 +52,12 @@ fn migration_hands_over_with_fresh_copy_on_write_data() {
     let api_c = Api::new(c.http_port(node_c));
 
     // A base image with data in every object, a snapshot, a clone.
-    api_a.expect(201, "POST", "/v1/vdis", Some(&json!({"name": "base", "size": SIZE})));
+    api_a.expect(
+        201,
+        "POST",
+        "/v1/vdis",
+        Some(&json!({"name": "base", "size": SIZE})),
+    );
     let base = random_bytes(6, SIZE);
     {
         let (mut s, size) = nbd_raw::session(c.nbd_port(node_c), "base");
@@ -61,7 +66,12 @@ fn migration_hands_over_with_fresh_copy_on_write_data() {
             good_write(&mut s, off as u64, &base[off..off + MIB]);
         }
     }
-    api_c.expect(201, "POST", "/v1/vdis/base/snapshots", Some(&json!({"tag": "gold"})));
+    api_c.expect(
+        201,
+        "POST",
+        "/v1/vdis/base/snapshots",
+        Some(&json!({"tag": "gold"})),
+    );
     api_b.expect(
         201,
         "POST",
@@ -70,7 +80,12 @@ fn migration_hands_over_with_fresh_copy_on_write_data() {
     );
 
     // Attach read-write on host A through node A.
-    let att_a = api_a.expect(201, "POST", "/v1/vdis/vm1/attachments", Some(&json!({"host": "hv-a"})));
+    let att_a = api_a.expect(
+        201,
+        "POST",
+        "/v1/vdis/vm1/attachments",
+        Some(&json!({"host": "hv-a"})),
+    );
     let id_a = att_a["id"].as_str().unwrap().to_string();
     let (host, port_a, export_a) = nbd_from_xml(att_a["disk"]["nbd"].as_str().unwrap());
     assert_eq!((host.as_str(), port_a), ("127.0.0.1", c.nbd_port(node_a)));
@@ -78,18 +93,33 @@ fn migration_hands_over_with_fresh_copy_on_write_data() {
 
     // A second read-write attach is refused, with a clear error, every way.
     let refused = api_b.post("/v1/vdis/vm1/attachments", &json!({"host": "hv-b"}));
-    assert_eq!((refused.status, refused.code()), (409, "locked"), "{}", refused.text);
-    assert!(refused.text.contains("hv-a") && refused.text.contains(&id_a), "{}", refused.text);
+    assert_eq!(
+        (refused.status, refused.code()),
+        (409, "locked"),
+        "{}",
+        refused.text
+    );
+    assert!(
+        refused.text.contains("hv-a") && refused.text.contains(&id_a),
+        "{}",
+        refused.text
+    );
     let by_name = run_tool(
         "qemu-io",
         &["-f", "raw", &c.nbd_uri(node_b, "vm1"), "-c", "read 0 512"],
         TOOL_TIMEOUT,
     );
-    assert!(!by_name.status.success(), "open by name while attached must fail");
+    assert!(
+        !by_name.status.success(),
+        "open by name while attached must fail"
+    );
     let msg = all_output(&by_name);
     assert!(msg.contains("attached read-write on host hv-a"), "{msg}");
     let elsewhere = nbd_open(c.nbd_port(node_b), &export_a, Duration::from_secs(10));
-    assert!(elsewhere.is_err(), "A's export must be served by node A only");
+    assert!(
+        elsewhere.is_err(),
+        "A's export must be served by node A only"
+    );
     let dog = c.dog(node_c, &["vdi", "lock", "list"]);
     assert!(String::from_utf8_lossy(&dog.stdout).contains(&format!("host=hv-a id={id_a} rw")));
 
@@ -101,7 +131,10 @@ fn migration_hands_over_with_fresh_copy_on_write_data() {
         Some(&json!({"host": "hv-b", "migrate_from": id_a})),
     );
     let id_b = att_b["id"].as_str().unwrap().to_string();
-    assert_eq!((att_b["state"].as_str(), att_b["migrate_from"].as_str()), (Some("pending"), Some(id_a.as_str())));
+    assert_eq!(
+        (att_b["state"].as_str(), att_b["migrate_from"].as_str()),
+        (Some("pending"), Some(id_a.as_str()))
+    );
     let xml_b = att_b["disk"]["nbd"].as_str().unwrap().to_string();
     let (_, port_b, export_b) = nbd_from_xml(&xml_b);
     assert_eq!(port_b, c.nbd_port(node_b));
@@ -117,7 +150,11 @@ fn migration_hands_over_with_fresh_copy_on_write_data() {
     let (mut sb, _) = nbd_raw::session(port_b, &export_b);
     for off in (0..SIZE).step_by(8 * MIB) {
         let got = good_read(&mut sb, off as u64, (8 * MIB) as u32);
-        assert_same_bytes("destination before the writes", &got, &base[off..off + 8 * MIB]);
+        assert_same_bytes(
+            "destination before the writes",
+            &got,
+            &base[off..off + 8 * MIB],
+        );
     }
 
     // The source writes into every object (each write allocates a fresh
@@ -146,17 +183,25 @@ fn migration_hands_over_with_fresh_copy_on_write_data() {
     // The source closes (QEMU's source does once the migration is done):
     // the destination takes the lock.
     drop(sa);
-    poll_until("the destination to hold the lock", Duration::from_secs(20), || {
-        let list = attachments(&api_c, "vm1");
-        match list.as_slice() {
-            [only] if only["id"] == id_b.as_str() && only["state"] == "active" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
+    poll_until(
+        "the destination to hold the lock",
+        Duration::from_secs(20),
+        || {
+            let list = attachments(&api_c, "vm1");
+            match list.as_slice() {
+                [only] if only["id"] == id_b.as_str() && only["state"] == "active" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
     // Every byte the source wrote, through the destination's session.
     for off in (0..SIZE).step_by(8 * MIB) {
         let got = good_read(&mut sb, off as u64, (8 * MIB) as u32);
-        assert_same_bytes("destination after the handoff", &got, &model[off..off + 8 * MIB]);
+        assert_same_bytes(
+            "destination after the handoff",
+            &got,
+            &model[off..off + 8 * MIB],
+        );
     }
     drop(sb);
     // qemu-img and qemu-io, with the XML's NBD address unchanged.
@@ -168,7 +213,11 @@ fn migration_hands_over_with_fresh_copy_on_write_data() {
         &["convert", "-O", "raw", &image, out.to_str().unwrap()],
         TOOL_TIMEOUT,
     );
-    assert_same_bytes("qemu-img convert through B's XML", &std::fs::read(&out).unwrap(), &model);
+    assert_same_bytes(
+        "qemu-img convert through B's XML",
+        &std::fs::read(&out).unwrap(),
+        &model,
+    );
     let pattern_at = 5 * OBJECT + 12_288;
     let wrote = run_tool_ok(
         "qemu-io",
@@ -181,31 +230,59 @@ fn migration_hands_over_with_fresh_copy_on_write_data() {
         ],
         TOOL_TIMEOUT,
     );
-    assert!(!all_output(&wrote).contains("Pattern verification failed"), "{}", all_output(&wrote));
+    assert!(
+        !all_output(&wrote).contains("Pattern verification failed"),
+        "{}",
+        all_output(&wrote)
+    );
     model[pattern_at..pattern_at + 65536].fill(0x5a);
     // The source's export is gone; opening the disk by name is still refused.
     let gone = nbd_open(port_a, &export_a, Duration::from_secs(10));
-    assert!(gone.is_err(), "the detached source's export must be refused");
-    let by_name = run_tool("qemu-io", &["-f", "raw", &c.nbd_uri(node_a, "vm1"), "-c", "read 0 512"], TOOL_TIMEOUT);
-    assert!(all_output(&by_name).contains("attached read-write on host hv-b"), "{}", all_output(&by_name));
+    assert!(
+        gone.is_err(),
+        "the detached source's export must be refused"
+    );
+    let by_name = run_tool(
+        "qemu-io",
+        &["-f", "raw", &c.nbd_uri(node_a, "vm1"), "-c", "read 0 512"],
+        TOOL_TIMEOUT,
+    );
+    assert!(
+        all_output(&by_name).contains("attached read-write on host hv-b"),
+        "{}",
+        all_output(&by_name)
+    );
 
     // The holder's sheep dies: after the failure detector and the lock
     // grace, the name's owner releases its attachments.
     c.kill9(node_b);
-    poll_until("the dead holder's lock to be released", Duration::from_secs(30), || {
-        let list = attachments(&api_a, "vm1");
-        if list.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{list:?}"))
-        }
-    });
-    let att_c = api_a.expect(201, "POST", "/v1/vdis/vm1/attachments", Some(&json!({"host": "hv-c"})));
+    poll_until(
+        "the dead holder's lock to be released",
+        Duration::from_secs(30),
+        || {
+            let list = attachments(&api_a, "vm1");
+            if list.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{list:?}"))
+            }
+        },
+    );
+    let att_c = api_a.expect(
+        201,
+        "POST",
+        "/v1/vdis/vm1/attachments",
+        Some(&json!({"host": "hv-c"})),
+    );
     let (_, port_c, export_c) = nbd_from_xml(att_c["disk"]["nbd"].as_str().unwrap());
     let (mut sc, _) = nbd_raw::session(port_c, &export_c);
     for off in (0..SIZE).step_by(8 * MIB) {
         let got = good_read(&mut sc, off as u64, (8 * MIB) as u32);
-        assert_same_bytes("new holder after the release", &got, &model[off..off + 8 * MIB]);
+        assert_same_bytes(
+            "new holder after the release",
+            &got,
+            &model[off..off + 8 * MIB],
+        );
     }
     good_write(&mut sc, 0, &[7u8; 4096]);
 

@@ -69,7 +69,12 @@ fn cluster() -> Cluster {
 /// Client I/O through both front ends and an attach.
 fn activity(c: &Cluster) {
     let api = Api::new(c.http_port(0));
-    api.expect(201, "POST", "/v1/vdis", Some(&json!({"name": "busy", "size": 64 * MIB})));
+    api.expect(
+        201,
+        "POST",
+        "/v1/vdis",
+        Some(&json!({"name": "busy", "size": 64 * MIB})),
+    );
     let data = random_bytes(9, 64 * MIB);
     let (mut s, _) = nbd_raw::session(c.nbd_port(0), "busy");
     for off in (0..64 * MIB).step_by(MIB) {
@@ -78,7 +83,12 @@ fn activity(c: &Cluster) {
     assert_eq!(good_read(&mut s, 0, 4096), data[..4096]);
     drop(s);
     c.write_vdi(0, "busy", 0, &data[..MIB]);
-    api.expect(201, "POST", "/v1/vdis/busy/attachments", Some(&json!({"host": "hv"})));
+    api.expect(
+        201,
+        "POST",
+        "/v1/vdis/busy/attachments",
+        Some(&json!({"host": "hv"})),
+    );
 }
 
 #[test]
@@ -92,13 +102,24 @@ fn recovery_moves_the_counters() {
             &format!("frontend=\"{frontend}\"") as &str,
             &format!("op=\"{op}\""),
         ];
-        assert!(value(&m, "sheepfold_client_requests_total", &labels) > 0.0, "{frontend} {op}");
         assert!(
-            value(&m, "sheepfold_client_request_duration_seconds_count", &labels) > 0.0,
+            value(&m, "sheepfold_client_requests_total", &labels) > 0.0,
+            "{frontend} {op}"
+        );
+        assert!(
+            value(
+                &m,
+                "sheepfold_client_request_duration_seconds_count",
+                &labels
+            ) > 0.0,
             "{frontend} {op} latency"
         );
         assert!(
-            value(&m, "sheepfold_client_request_duration_seconds_bucket", &labels) > 0.0,
+            value(
+                &m,
+                "sheepfold_client_request_duration_seconds_bucket",
+                &labels
+            ) > 0.0,
             "{frontend} {op} histogram buckets"
         );
     }
@@ -106,7 +127,10 @@ fn recovery_moves_the_counters() {
     assert!(value(&m, "sheepfold_objects", &[]) > 0.0);
     assert!(value(&m, "sheepfold_object_bytes", &[]) >= (32 * MIB) as f64);
     assert!(value(&m, "sheepfold_node_capacity_bytes", &[]) > 0.0);
-    assert_eq!(value(&m, "sheepfold_attachments", &["kind=\"holder\""]), 1.0);
+    assert_eq!(
+        value(&m, "sheepfold_attachments", &["kind=\"holder\""]),
+        1.0
+    );
     assert_eq!(value(&m, "sheepfold_locked_vdis", &[]), 1.0);
     assert_eq!(value(&m, "sheepfold_view_members", &[]), 3.0);
     let changes_before = value(&m, "sheepfold_membership_changes_total", &[]);
@@ -171,8 +195,8 @@ fn metrics_in(expr: &str) -> Vec<String> {
 
 #[test]
 fn dashboard_queries_exported_metrics() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/grafana-dashboard.json");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/grafana-dashboard.json");
     let dash: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
         .expect("the Grafana dashboard is JSON");
     let panels = dash["panels"].as_array().expect("panels");
@@ -193,7 +217,10 @@ fn dashboard_queries_exported_metrics() {
         }
     }
     let missing: Vec<_> = queried.difference(&exported).collect();
-    assert!(missing.is_empty(), "the dashboard queries metrics the server does not export: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics the server does not export: {missing:?}"
+    );
     // Everything issue 6 asks to watch is on the dashboard.
     for m in [
         "sheepfold_node_capacity_bytes",

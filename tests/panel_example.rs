@@ -24,15 +24,37 @@ fn panel_driver_provisions_and_tears_down() {
         "panel_driver failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(stdout.matches("<disk type='network' device='disk'>").count(), 10, "{stdout}");
+    assert_eq!(
+        stdout
+            .matches("<disk type='network' device='disk'>")
+            .count(),
+        10,
+        "{stdout}"
+    );
     assert!(stdout.contains("protocol='nbd'"), "{stdout}");
-    for step in ["import base image", "snapshot", "clone and attach 10 VM disks", "tear down", "clone and attach, per VM"] {
+    for step in [
+        "import base image",
+        "snapshot",
+        "clone and attach 10 VM disks",
+        "tear down",
+        "clone and attach, per VM",
+    ] {
         assert!(stdout.contains(step), "no timing for {step}: {stdout}");
     }
     let api = Api::new(c.http_port(0));
     let left = api.get("/v1/vdis");
-    assert_eq!(left.json["vdis"].as_array().map(Vec::len), Some(0), "{}", left.text);
-    assert_eq!(api.get("/v1/locks").json["attachments"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        left.json["vdis"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        left.text
+    );
+    assert_eq!(
+        api.get("/v1/locks").json["attachments"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
     for i in 0..3 {
         c.assert_no_panic(i);
     }

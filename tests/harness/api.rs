@@ -160,8 +160,8 @@ pub fn seg(s: &str) -> String {
 /// `docs/openapi.json` of this repository.
 pub fn openapi() -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_json::from_str(&text).expect("openapi.json parses")
 }
 
@@ -259,10 +259,7 @@ pub fn nbd_from_xml(xml: &str) -> (String, u16, String) {
         let end = rest.find('>').expect("tag end");
         let el = &rest[..end];
         let key = format!("{name}='");
-        let at = el
-            .find(&key)
-            .unwrap_or_else(|| panic!("no {name} in {el}"))
-            + key.len();
+        let at = el.find(&key).unwrap_or_else(|| panic!("no {name} in {el}")) + key.len();
         let v = &el[at..];
         let v = &v[..v.find('\'').expect("attribute end")];
         v.replace("&apos;", "'")

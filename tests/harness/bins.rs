@@ -73,7 +73,11 @@ pub fn example(name: &str) -> PathBuf {
     if dir.file_name().is_some_and(|n| n == "deps") {
         dir = dir.parent().expect("deps has a parent");
     }
-    let profile = dir.file_name().and_then(|n| n.to_str()).expect("profile").to_owned();
+    let profile = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("profile")
+        .to_owned();
     let target_dir = dir.parent().expect("profile dir has a parent");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
@@ -97,7 +101,9 @@ pub fn example(name: &str) -> PathBuf {
         "building example {name} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let path = dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let path = dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(path.is_file(), "example not found: {}", path.display());
     path
 }

@@ -40,7 +40,10 @@ pub fn list_row(e: &LockEntry, raw: bool) -> String {
     if raw {
         format!("{} 0 {:x}  {owner}\n", escape_name(&e.name), e.vid)
     } else {
-        format!("  {:<12} {:>2}  {:>6x}  {:<15}{owner}\n", e.name, 0, e.vid, "")
+        format!(
+            "  {:<12} {:>2}  {:>6x}  {:<15}{owner}\n",
+            e.name, 0, e.vid, ""
+        )
     }
 }
 
@@ -111,7 +114,10 @@ mod tests {
             "  vm1           0  7c2b25                 127.0.0.1:7000 host=hv-a id=a-0123456789abcdef rw\n"
         );
         assert_eq!(row.find("127.0.0.1"), LIST_HEADER.find("Owner"));
-        assert_eq!(row.find("7c2b25").map(|i| i + 6), LIST_HEADER.find("VDI id").map(|i| i + 6));
+        assert_eq!(
+            row.find("7c2b25").map(|i| i + 6),
+            LIST_HEADER.find("VDI id").map(|i| i + 6)
+        );
         let p = LockEntry {
             pending: true,
             from: "a-0123456789abcdef".into(),

@@ -228,7 +228,11 @@ impl Ledger {
     pub fn all(&self) -> LedgerDelta {
         let st = self.state.lock().expect("ledger lock");
         LedgerDelta {
-            locks: st.locks.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            locks: st
+                .locks
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             requests: st
                 .requests
                 .iter()

@@ -31,7 +31,7 @@ use qemu_proto::{ObjectId, SdResult};
 use serde::{Deserialize, Serialize};
 
 use super::ledger::{AttachMode, AttachState, Attachment, LedgerDelta, LockState, Versioned};
-use super::{VdiReply, VdiRef, VdiRpc, VdiService};
+use super::{VdiRef, VdiReply, VdiRpc, VdiService};
 use crate::cluster::View;
 use crate::error::SheepError;
 use crate::peer::Endpoint;
@@ -448,9 +448,17 @@ mod tests {
         let e = attach(&s, rw("b")).unwrap_err();
         assert_eq!(e.result(), SdResult::VDI_LOCKED);
         assert!(e.to_string().contains("host-a"), "{e}");
-        let s = attach(&s, att("r", AttachMode::ReadOnly, AttachState::Active, 7001)).unwrap();
+        let s = attach(
+            &s,
+            att("r", AttachMode::ReadOnly, AttachState::Active, 7001),
+        )
+        .unwrap();
         assert_eq!(s.attachments.len(), 2);
-        assert_eq!(attach(&s, rw("a")).unwrap(), s, "repeating an attach is a no-op");
+        assert_eq!(
+            attach(&s, rw("a")).unwrap(),
+            s,
+            "repeating an attach is a no-op"
+        );
     }
 
     #[test]

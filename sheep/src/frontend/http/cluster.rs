@@ -113,7 +113,10 @@ pub async fn metrics(State(api): State<Api>) -> Response {
     crate::metrics::collect(&api.sheep, api.catalog.session_count()).await;
     let text = api.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
         .into_response()

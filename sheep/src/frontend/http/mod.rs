@@ -106,11 +106,7 @@ fn routes() -> Routes {
         "/v1/vdis/{name}/snapshots/{tag}/clones",
         post(vdis::clone),
     )
-    .add(
-        "get",
-        "/v1/vdis/{name}/attachments",
-        get(vdis::attachments),
-    )
+    .add("get", "/v1/vdis/{name}/attachments", get(vdis::attachments))
     .add("post", "/v1/vdis/{name}/attachments", post(vdis::attach))
     .add(
         "delete",

@@ -102,7 +102,11 @@ pub fn parse_size(v: &Value, max: u64) -> Result<u64, ApiError> {
             n.checked_mul(1 << shift)
                 .ok_or_else(|| bad(format!("{s:?} is too large")))?
         }
-        other => return Err(bad(format!("size must be a number or a string, not {other}"))),
+        other => {
+            return Err(bad(format!(
+                "size must be a number or a string, not {other}"
+            )))
+        }
     };
     if bytes == 0 || bytes % 512 != 0 {
         return Err(bad(format!(
@@ -110,7 +114,9 @@ pub fn parse_size(v: &Value, max: u64) -> Result<u64, ApiError> {
         )));
     }
     if bytes > max {
-        return Err(bad(format!("size {bytes} exceeds the maximum of {max} bytes")));
+        return Err(bad(format!(
+            "size {bytes} exceeds the maximum of {max} bytes"
+        )));
     }
     Ok(bytes)
 }

@@ -59,7 +59,14 @@ impl Api {
     }
 
     /// Runs a change, idempotently if the request has a key.
-    async fn change<F>(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8], op: F) -> Response
+    async fn change<F>(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+        op: F,
+    ) -> Response
     where
         F: std::future::Future<Output = Answer>,
     {
@@ -213,7 +220,10 @@ pub async fn snapshot(
             .info(snap)
             .await?
             .ok_or_else(|| ApiError::new("no_snapshot", "the snapshot vanished"))?;
-        Ok((StatusCode::CREATED, model::snapshot_json(&info, api.endpoint())))
+        Ok((
+            StatusCode::CREATED,
+            model::snapshot_json(&info, api.endpoint()),
+        ))
     };
     api.change(&method, &uri, &headers, &body, op).await
 }
