@@ -4,7 +4,8 @@
 //!
 //! [`migration_hands_over_with_fresh_copy_on_write_data`]: a clone of a
 //! snapshot is attached read-write through node A; a second read-write attach
-//! (API, NBD by name, NBD of A's export through another node) is refused with
+//! (API, NBD by name, NBD of A's export through another node, QEMU's
+//! Sheepdog-protocol LOCK_VDI through another node) is refused with
 //! a message naming the holder; a migration destination is attached through
 //! node B and its NBD session is opened *before* A writes. A writer on A then
 //! writes into every object of the clone (each write is a fresh copy-on-write
@@ -16,6 +17,7 @@
 //! another host attaches; an operator's `dog vdi lock unlock` fences that
 //! host's open session.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -23,6 +25,7 @@ use sheepfold_tests::api::{nbd_from_xml, qemu_nbd_json, Api};
 use sheepfold_tests::cluster::Cluster;
 use sheepfold_tests::data::{assert_same_bytes, random_bytes};
 use sheepfold_tests::nbd_raw::{self, good_read, good_write, CMD_WRITE};
+use sheepfold_tests::qemu_client::{SdError, SheepdogImage};
 use sheepfold_tests::recovery::nbd::nbd_open;
 use sheepfold_tests::tools::{all_output, run_tool, run_tool_ok};
 use sheepfold_tests::wait::poll_until;
@@ -120,6 +123,23 @@ fn migration_hands_over_with_fresh_copy_on_write_data() {
         elsewhere.is_err(),
         "A's export must be served by node A only"
     );
+    // QEMU's Sheepdog driver locks on open: refused through another sheep,
+    // allowed through the holder's (the address of its Sheepdog XML).
+    let sheep_at = |i: usize| SocketAddr::from(([127, 0, 0, 1], c.port(i)));
+    match SheepdogImage::open(sheep_at(node_b), "vm1") {
+        Err(SdError::Result {
+            op: "LOCK_VDI",
+            result,
+        }) => assert_eq!(result, 0x07),
+        other => panic!(
+            "LOCK_VDI through another sheep: {:?}",
+            other.map(|i| i.vid())
+        ),
+    }
+    let own =
+        SheepdogImage::open(sheep_at(node_a), "vm1").expect("LOCK_VDI through the holder's sheep");
+    own.close().expect("close (RELEASE_VDI) changes nothing");
+    assert_eq!(attachments(&api_c, "vm1").len(), 1);
     let dog = c.dog(node_c, &["vdi", "lock", "list"]);
     assert!(String::from_utf8_lossy(&dog.stdout).contains(&format!("host=hv-a id={id_a} rw")));
 
