@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds Sheepfold and starts a local 3-node cluster, formatted and ready.
 #
-#   examples/local-cluster.sh          build, start 3 sheep on ports 7000-7002, format
+#   examples/local-cluster.sh          build, start 3 sheep on ports 7000-7002 (NBD on
+#                                      10809-10811, HTTP API and /metrics on 7080-7082), format
 #   examples/local-cluster.sh stop     stop them (data stays)
 #   examples/local-cluster.sh wipe     stop them and delete their stores
 #
@@ -53,7 +54,8 @@ for i in $(seq 0 $((nodes - 1))); do
     if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
         continue
     fi
-    "$bin/sheep" -p $((7000 + i)) --nbd-port $((10809 + i)) -z "$i" "$home/n$i" >"$home/n$i.log" 2>&1 &
+    "$bin/sheep" -p $((7000 + i)) --nbd-port $((10809 + i)) --http-port $((7080 + i)) -z "$i" \
+        "$home/n$i" >"$home/n$i.log" 2>&1 &
     echo $! >"$pidfile"
 done
 
@@ -87,5 +89,13 @@ Try:
   dog vdi read alpha 0 64M -p 7001 | cmp - /tmp/data && echo identical
   dog vdi list
   dog node info
+
+The storage API (every node; docs/openapi.json describes it) and Prometheus metrics:
+  curl -s localhost:7080/v1/cluster
+  curl -s -X POST localhost:7080/v1/vdis -d '{"name": "vm1", "size": "1G"}'
+  curl -s -X POST localhost:7081/v1/vdis/vm1/attachments -d '{"host": "hv1"}'
+  curl -s localhost:7082/metrics | grep ^sheepfold_
+  cargo run --release -p sheepfold-tests --example panel_driver -- --api http://127.0.0.1:7080
+
   $0 stop        # or: $0 wipe
 EOF

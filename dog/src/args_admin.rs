@@ -7,7 +7,7 @@
 
 use clap::Parser;
 
-use crate::commands::{check, node_admin, recovery};
+use crate::commands::{check, lock, node_admin, recovery};
 use crate::error::{exit, DogError};
 use crate::usage::{self, SubDesc};
 use crate::{invocation, need, parse, snapshot_opt, stdout_text, Action, Common, Invocation};
@@ -81,7 +81,7 @@ pub(crate) fn handles(sub: &SubDesc) -> bool {
         (sub.cmd, sub.name),
         ("node", "kill" | "recovery" | "vnodes")
             | ("cluster", "recover" | "check")
-            | ("vdi", "check")
+            | ("vdi", "check" | "lock")
     )
 }
 
@@ -162,6 +162,8 @@ fn nested(sub: &'static SubDesc, a: NestedArgs) -> Result<Invocation, DogError> 
         };
     };
     match (sub.name, word.as_str()) {
+        ("lock", "list") => inv(Box::new(lock::list)),
+        ("lock", "unlock") => inv(Box::new(move |c| lock::unlock(c, &need(first)?))),
         ("recovery", "info") => inv(Box::new(recovery::info)),
         ("recovery", "stat") => inv(Box::new(recovery::stat)),
         ("recovery", "get-throttle") => inv(Box::new(recovery::get_throttle)),

@@ -218,6 +218,13 @@ pub const SUBCOMMANDS: &[SubDesc] = &[
         desc: "copy the data an image shares with its parents into it",
     },
     SubDesc {
+        cmd: "vdi",
+        name: "lock",
+        arg: None,
+        opts: "aprhT",
+        desc: "See 'dog vdi lock' for more information",
+    },
+    SubDesc {
         cmd: "node",
         name: "kill",
         arg: Some("<node id>"),
@@ -292,6 +299,14 @@ type Nested = (
 
 /// Sub-subcommands (dog's nested `subcommand` tables).
 pub const NESTED: &[Nested] = &[
+    (
+        "vdi",
+        "lock",
+        &[
+            ("list", "list locked VDIs"),
+            ("unlock", "unlock locked VDI forcibly"),
+        ],
+    ),
     (
         "node",
         "recovery",

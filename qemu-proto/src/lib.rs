@@ -36,6 +36,7 @@ pub mod flags;
 pub mod hash;
 pub mod header;
 pub mod inode;
+pub mod locks;
 pub mod name;
 pub mod node;
 pub mod oid;

@@ -172,10 +172,14 @@ pub enum Opcode {
     /// (`dog vdi check`, `dog cluster check`). Request: `vdi.base_vdi_id`
     /// = vid; reply: [`crate::recovery::CheckVdiReply`].
     CheckVdi = 0xe1,
+    /// Sheepfold extension `SD_OP_LIST_LOCKS`: every attachment (attach
+    /// lock) of every VDI (`dog vdi lock list`). Reply:
+    /// [`crate::locks::encode_lock_list`].
+    ListLocks = 0xe2,
 }
 
 /// Every defined opcode, in ascending numeric order.
-pub const ALL_OPCODES: [Opcode; 78] = [
+pub const ALL_OPCODES: [Opcode; 79] = [
     Opcode::CreateAndWriteObj,
     Opcode::ReadObj,
     Opcode::WriteObj,
@@ -254,6 +258,7 @@ pub const ALL_OPCODES: [Opcode; 78] = [
     Opcode::GetVnodes,
     Opcode::FlattenVdi,
     Opcode::CheckVdi,
+    Opcode::ListLocks,
 ];
 
 impl Opcode {
@@ -363,6 +368,7 @@ impl Opcode {
             Opcode::GetVnodes => "SD_OP_GET_VNODES",
             Opcode::FlattenVdi => "SD_OP_FLATTEN_VDI",
             Opcode::CheckVdi => "SD_OP_CHECK_VDI",
+            Opcode::ListLocks => "SD_OP_LIST_LOCKS",
         }
     }
 
@@ -400,14 +406,14 @@ mod tests {
             }
         }
         assert_eq!(n, ALL_OPCODES.len());
-        assert_eq!(n, 78, "76 Sheepdog opcodes and two Sheepfold extensions");
+        assert_eq!(n, 79, "76 Sheepdog opcodes and three Sheepfold extensions");
         assert!(ALL_OPCODES.windows(2).all(|w| w[0].as_u8() < w[1].as_u8()));
     }
 
     #[test]
     fn undefined_values() {
         for v in [
-            0x00u8, 0x06, 0x10, 0x19, 0x80, 0x81, 0x83, 0x88, 0xa0, 0xa7, 0xaa, 0xce, 0xe2, 0xff,
+            0x00u8, 0x06, 0x10, 0x19, 0x80, 0x81, 0x83, 0x88, 0xa0, 0xa7, 0xaa, 0xce, 0xe3, 0xff,
         ] {
             assert_eq!(Opcode::from_u8(v), None, "{v:#x}");
         }

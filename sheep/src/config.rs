@@ -69,6 +69,17 @@ pub struct Options {
     #[arg(long = "nbd-port", default_value_t = 10809)]
     pub nbd_port: u16,
 
+    /// HTTP port for the storage API and `/metrics` (0 disables it);
+    /// default: the data port + 80 (7080 for 7000), so every node on one
+    /// host gets its own.
+    #[arg(long = "http-port")]
+    pub http_port: Option<u16>,
+
+    /// Seconds a node may be out of the cluster before the attach locks
+    /// of the VDIs attached through it are released.
+    #[arg(long = "lock-grace", value_name = "SECS", default_value_t = 10)]
+    pub lock_grace: u64,
+
     /// Gossip port (UDP and TCP); default: the data port + 10000.
     #[arg(long = "gossip-port")]
     pub gossip_port: Option<u16>,
@@ -177,6 +188,19 @@ impl Options {
         }
     }
 
+    /// The HTTP port (0: no HTTP API).
+    pub fn http_port(&self) -> Result<u16, String> {
+        match self.http_port {
+            Some(p) => Ok(p),
+            None => self.port.checked_add(80).ok_or_else(|| {
+                format!(
+                    "no default HTTP port for port {}; use --http-port",
+                    self.port
+                )
+            }),
+        }
+    }
+
     /// The zone.
     pub fn zone(&self) -> u32 {
         self.zone
@@ -250,6 +274,8 @@ mod tests {
         assert!(o.nosync);
         assert_eq!(o.driver().unwrap(), ClusterDriver::Local("/tmp/x".into()));
         assert_eq!(o.gossip_port().unwrap(), 17001);
+        assert_eq!(o.http_port().unwrap(), 7081);
+        assert_eq!(o.lock_grace, 10);
         let o = Options::parse_from(["sheep", "-c", "gossip:10.0.0.1:17000,10.0.0.2:17000", "/s"]);
         assert_eq!(
             o.driver().unwrap(),

@@ -25,6 +25,15 @@ pub enum SheepError {
     /// The membership did not settle in time for the request.
     #[error("membership did not settle: {0}")]
     Unsettled(String),
+    /// A request refused for a reason a person should read (an attach
+    /// lock held elsewhere, say), with the result code clients get.
+    #[error("{message}")]
+    Refused {
+        /// The result code.
+        code: SdResult,
+        /// Why, for people.
+        message: String,
+    },
 }
 
 impl SheepError {
@@ -42,6 +51,7 @@ impl SheepError {
             SheepError::Result(r) => *r,
             SheepError::NoStorage => SdResult::NO_SPACE,
             SheepError::Unsettled(_) => SdResult::HALT,
+            SheepError::Refused { code, .. } => *code,
         }
     }
 

@@ -79,6 +79,8 @@ pub enum ClusterRpc {
         /// The new throttle.
         throttle: crate::recovery::Throttle,
     },
+    /// How are you (status, capacity, recovery, client ports)?
+    Report,
 }
 
 /// Successful answers to [`ClusterRpc`].
@@ -90,6 +92,8 @@ pub enum ClusterReply {
     Format(Option<ClusterConfig>),
     /// The node's current view id.
     View(u64),
+    /// The node's report.
+    Report(crate::node::NodeReport),
 }
 
 #[derive(Default, Serialize, Deserialize)]

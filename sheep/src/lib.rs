@@ -16,7 +16,9 @@
 //! - [`gateway`]: object I/O routed and replicated to the placement's nodes.
 //! - [`vdi`] and [`format`]: the VDI namespace and the cluster format,
 //!   agreed without a coordinator.
-//! - [`frontend`]: the Sheepdog protocol for dog and QEMU.
+//! - [`frontend`]: the Sheepdog protocol for dog and QEMU, NBD, and the
+//!   HTTP storage API for cloud panels (with attach locks).
+//! - [`metrics`]: Prometheus metrics served by the HTTP API.
 //! - [`node`]: a running sheep, all of the above wired together.
 
 pub mod cluster;
@@ -25,6 +27,7 @@ pub mod error;
 pub mod format;
 pub mod frontend;
 pub mod gateway;
+pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod placement;

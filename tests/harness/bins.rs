@@ -65,6 +65,49 @@ fn locate_and_build() -> Binaries {
     bins
 }
 
+/// Builds example `name` of this package (as `cargo test` does, in the test's
+/// own profile) and returns its path.
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe of the test binary");
+    let mut dir = exe.parent().expect("test executable has a parent dir");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().expect("deps has a parent");
+    }
+    let profile = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("profile")
+        .to_owned();
+    let target_dir = dir.parent().expect("profile dir has a parent");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.args(["build", "-p", "sheepfold-tests", "--example", name])
+        .arg("--manifest-path")
+        .arg(workspace_root().join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let out = cmd.output().expect("run cargo to build an example");
+    assert!(
+        out.status.success(),
+        "building example {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.is_file(), "example not found: {}", path.display());
+    path
+}
+
 fn binaries_in(dir: &Path) -> Binaries {
     let suffix = std::env::consts::EXE_SUFFIX;
     Binaries {

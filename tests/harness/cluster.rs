@@ -146,6 +146,8 @@ pub struct Node {
     pub gossip_port: u16,
     /// NBD port (`--nbd-port`), where NBD clients connect.
     pub nbd_port: u16,
+    /// HTTP port (`--http-port`): the storage API and `/metrics`.
+    pub http_port: u16,
     /// Zone passed with `-z`, if any.
     pub zone: Option<u32>,
     /// Address advertised to peers (`-y`): 127.0.0.1, or 127.0.0.(K+1) with
@@ -211,6 +213,16 @@ impl Cluster {
     /// NBD port of node `i`.
     pub fn nbd_port(&self, i: usize) -> u16 {
         self.nodes[i].nbd_port
+    }
+
+    /// HTTP port of node `i` (the storage API and `/metrics`).
+    pub fn http_port(&self, i: usize) -> u16 {
+        self.nodes[i].http_port
+    }
+
+    /// `http://127.0.0.1:PORT` for node `i`.
+    pub fn http_url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.http_port(i))
     }
 
     /// `nbd://127.0.0.1:PORT/EXPORT` for node `i`; the export name is a VDI name.
@@ -282,6 +294,7 @@ impl Cluster {
             port: free_port(),
             gossip_port: free_port(),
             nbd_port: free_port(),
+            http_port: free_port(),
             zone: self.distinct_zones.then_some(index as u32),
             addr: if self.node_addresses {
                 let k = u8::try_from(index + 1).expect("at most 254 nodes with node_addresses");
@@ -311,6 +324,7 @@ impl Cluster {
             .args(["-b", &bind.to_string(), "-y", &node.addr.to_string()])
             .args(["--gossip-port", &node.gossip_port.to_string()])
             .args(["--nbd-port", &node.nbd_port.to_string()])
+            .args(["--http-port", &node.http_port.to_string()])
             .arg("-c")
             .arg(format!("local:{}", self.local_dir.display()))
             .arg("-n");

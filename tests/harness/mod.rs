@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //!
+//! - [`api`]: a client of the HTTP storage API and a checker of answers against
+//!   `docs/openapi.json`.
 //! - [`bins`]: finds `target/<profile>/{sheep,dog}` next to the test executable and builds them
 //!   once per test process.
 //! - [`process`]: [`KillOnDrop`] guards, signals and `run_with_timeout` for short-lived clients.
@@ -37,6 +39,7 @@
 //! - `SHEEPFOLD_TMPDIR`: parent directory for cluster temp dirs (default: the system temp dir).
 //! - `SHEEPFOLD_SHEEP_LOG_LEVEL`: passed to every sheep as `-l level=<value>`.
 
+pub mod api;
 pub mod bins;
 pub mod cluster;
 pub mod data;

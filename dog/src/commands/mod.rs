@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod cluster;
+pub mod lock;
 pub mod node;
 pub mod node_admin;
 pub mod recovery;

@@ -4,7 +4,9 @@
 //! peer protocol to other sheep; [`listener`] tells them apart by the first
 //! bytes of a connection.
 
+pub mod attach;
 pub mod export;
+pub mod http;
 pub mod listener;
 pub mod nbd;
 pub mod sheepdog;

@@ -15,6 +15,9 @@
 //!   so each epoch holds a majority of the one before.
 
 mod admin;
+mod report;
+
+pub use report::{ClientPorts, NodeReport};
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -38,6 +41,10 @@ use crate::vdi::{VdiRegistry, VdiReply, VdiRpc, VdiService, Volumes};
 
 /// How long a view must hold before it is logged as an epoch.
 const EPOCH_SETTLE: Duration = Duration::from_millis(500);
+
+/// How long a node may be out of the view before its attach locks are
+/// released (`--lock-grace`).
+pub const DEFAULT_LOCK_GRACE: Duration = Duration::from_secs(10);
 
 /// How long a format waits for every node to see the same view.
 const FORMAT_SETTLE: Duration = Duration::from_secs(10);
@@ -86,6 +93,9 @@ pub struct Sheep {
     waiting_for: Mutex<Option<BTreeSet<SocketAddr>>>,
     format_lock: tokio::sync::Mutex<()>,
     stop: tokio::sync::Notify,
+    ports: std::sync::OnceLock<ClientPorts>,
+    membership_changes: std::sync::atomic::AtomicU64,
+    lock_grace_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Sheep {
@@ -187,6 +197,9 @@ impl Sheep {
             waiting_for: Mutex::new(waiting_for),
             format_lock: tokio::sync::Mutex::new(()),
             stop: tokio::sync::Notify::new(),
+            ports: std::sync::OnceLock::new(),
+            membership_changes: std::sync::atomic::AtomicU64::new(0),
+            lock_grace_ms: std::sync::atomic::AtomicU64::new(DEFAULT_LOCK_GRACE.as_millis() as u64),
         });
         let copies_vdis = sheep.vdis.clone();
         let weak = Arc::downgrade(&sheep);
@@ -207,6 +220,7 @@ impl Sheep {
                 .is_some_and(|s| s.status() == NodeStatus::Running)
         }));
         tokio::spawn(sheep.clone().watch_views());
+        tokio::spawn(sheep.clone().release_departed_holders());
         sheep
     }
 
@@ -322,6 +336,7 @@ impl Sheep {
             store.purge().await?;
         }
         self.vdis.registry().clear();
+        self.vdis.ledger().clear();
         self.vdis
             .registry()
             .persist()
@@ -391,6 +406,7 @@ impl Sheep {
             ClusterRpc::SetRecovery { .. } | ClusterRpc::SetThrottle { .. } => Ok(self
                 .apply_recovery_setting(&rpc)
                 .expect("a recovery setting")),
+            ClusterRpc::Report => Ok(ClusterReply::Report(self.report().await)),
         }
     }
 
@@ -400,8 +416,14 @@ impl Sheep {
         let mut views = self.membership.subscribe();
         let mut known: BTreeSet<SocketAddr> = BTreeSet::new();
         let mut was_halted = false;
+        let mut last_view = 0;
         loop {
             let view = views.borrow_and_update().clone();
+            if view.id != last_view {
+                last_view = view.id;
+                self.membership_changes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             // In a minority the other side may write without us: from now
             // on our copies may be stale until verified again.
             let halted = self.format.is_formatted() && !self.has_majority(&view);

@@ -52,6 +52,23 @@ impl PeerClient {
         meta: Bytes,
         data: Bytes,
     ) -> Result<Frame, PeerError> {
+        let started = std::time::Instant::now();
+        let r = self.call_once(addr, view, meta, data).await;
+        let m = crate::metrics::instruments();
+        m.peer_rpc.record(started.elapsed().as_secs_f64());
+        if r.is_err() {
+            m.peer_errors.increment(1);
+        }
+        r
+    }
+
+    async fn call_once(
+        &self,
+        addr: SocketAddr,
+        view: u64,
+        meta: Bytes,
+        data: Bytes,
+    ) -> Result<Frame, PeerError> {
         let conn = self.connection(addr).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (slot_tx, slot_rx) = oneshot::channel();

@@ -15,12 +15,20 @@ use crate::peer::Endpoint;
 
 impl VdiService {
     /// Dispatches NEW_VDI as Sheepdog does, on `snapid` and `base`.
-    pub(super) async fn make(&self, view: &View, req: NewVdi) -> Result<u32, SheepError> {
+    /// With `tag`, a snapshot of the working VDI only (never a rebase),
+    /// under a tag no snapshot of that name has yet, written into the
+    /// snapshot's inode.
+    pub(super) async fn make(
+        &self,
+        view: &View,
+        req: NewVdi,
+        tag: Option<String>,
+    ) -> Result<u32, SheepError> {
         let _one_at_a_time = self.owner_lock.lock().await;
         match (req.snapid, req.base) {
             (0, 0) => self.make_new(view, req).await,
             (0, base) => self.make_clone(view, req, base).await,
-            (_, base) => self.make_snapshot(view, req, base).await,
+            (_, base) => self.make_snapshot(view, req, base, tag).await,
         }
     }
 
@@ -87,13 +95,35 @@ impl VdiService {
     /// new working VDI, sharing every object, takes its place. With `base`
     /// other than the working VDI (a rebase), the new working VDI shares
     /// `base`'s objects instead.
-    async fn make_snapshot(&self, view: &View, req: NewVdi, base: u32) -> Result<u32, SheepError> {
+    async fn make_snapshot(
+        &self,
+        view: &View,
+        req: NewVdi,
+        base: u32,
+        tag: Option<String>,
+    ) -> Result<u32, SheepError> {
         let name_only = VdiRef {
             name: req.name.clone(),
             tag: String::new(),
             snapid: 0,
         };
         let (working, working_header) = self.lookup_local(&name_only).await?;
+        if let Some(tag) = &tag {
+            let refuse = |code, message| SheepError::Refused { code, message };
+            if base != working {
+                let why = format!("{} changed while it was being snapshotted", req.name);
+                return Err(refuse(SdResult::AGAIN, why));
+            }
+            let tagged = VdiRef {
+                name: req.name.clone(),
+                tag: tag.clone(),
+                snapid: 0,
+            };
+            if self.lookup_local(&tagged).await.is_ok() {
+                let why = format!("{} already has a snapshot tagged {tag:?}", req.name);
+                return Err(refuse(SdResult::VDI_EXIST, why));
+            }
+        }
         let working_meta = self.registry.meta(working).ok_or(SdResult::NO_VDI)?;
         let (source, source_header) = if base == working {
             (working, working_header.clone())
@@ -134,6 +164,9 @@ impl VdiService {
         // already been told it is read-only.
         let mut snap_header = working_header;
         snap_header.snap_ctime = crate::util::sd_now();
+        if let Some(tag) = tag {
+            snap_header.tag = tag;
+        }
         self.gateway
             .write(
                 ObjectId::inode(working),

@@ -24,11 +24,19 @@
 //!   every node's registry (which marks snapshots read-only everywhere).
 
 mod durability;
+mod ledger;
+mod lock;
 mod make;
+mod manage;
 mod prune;
 mod registry;
 mod volume;
 
+pub use ledger::{
+    AttachMode, AttachState, Attachment, Ledger, LedgerDelta, LockState, RequestRecord, Versioned,
+};
+pub use lock::{apply as apply_lock_op, new_attachment_id, LockListener, LockOp};
+pub use manage::{check_tag, VdiInfo};
 pub use registry::{Claim, RegistrySnapshot, ReserveConflict, VdiMeta, VdiRegistry};
 pub use volume::{Volume, Volumes};
 
@@ -119,6 +127,36 @@ pub enum VdiRpc {
     },
     /// Send your registry (for merging).
     Registry,
+    /// Change a name's attachments; sent to the name's owner.
+    Lock(LockOp),
+    /// Send your ledger entries of these names.
+    LedgerGet {
+        /// VDI names.
+        names: Vec<String>,
+    },
+    /// Merge these ledger entries.
+    LedgerPut(LedgerDelta),
+    /// Send your whole ledger (for merging).
+    LedgerAll,
+    /// Snapshot a working VDI under a tag; sent to its family's owner.
+    Snapshot {
+        /// The NEW_VDI of the snapshot (`base` = the working vid).
+        req: NewVdi,
+        /// The tag, which no snapshot of that name may have yet.
+        tag: String,
+    },
+    /// Grow a working VDI; sent to its family's owner.
+    Resize {
+        /// The VDI name.
+        name: String,
+        /// The new size in bytes.
+        size: u64,
+    },
+    /// A VDI changed shape (resized): reload open volumes of this name.
+    Changed {
+        /// The VDI name.
+        name: String,
+    },
 }
 
 /// Successful answers to [`VdiRpc`].
@@ -132,6 +170,12 @@ pub enum VdiReply {
     Conflict(ReserveConflict),
     /// The node's registry.
     Registry(RegistrySnapshot),
+    /// A name's attachments after a lock change.
+    Lock(LockState),
+    /// A lock change was refused (result code, message for people).
+    Refused(u32, String),
+    /// Ledger entries.
+    Ledger(LedgerDelta),
 }
 
 /// VDI operations of one node.
@@ -141,6 +185,9 @@ pub struct VdiService {
     registry: Arc<VdiRegistry>,
     format: Arc<FormatState>,
     owner_lock: tokio::sync::Mutex<()>,
+    ledger: Arc<Ledger>,
+    lock_lock: tokio::sync::Mutex<()>,
+    lock_listener: std::sync::OnceLock<LockListener>,
 }
 
 impl VdiService {
@@ -151,12 +198,26 @@ impl VdiService {
         registry: Arc<VdiRegistry>,
         format: Arc<FormatState>,
     ) -> Self {
+        // The ledger lives beside the registry. A ledger that cannot be
+        // read starts empty: every other member holds a copy, merged in
+        // when this node joins them.
+        let ledger_path = registry.path().map(|p| p.with_file_name("ledger"));
+        let ledger = Ledger::load(ledger_path.clone()).unwrap_or_else(|e| {
+            tracing::error!("cannot read the ledger, starting with the peers' copy: {e}");
+            if let Some(p) = &ledger_path {
+                let _ = std::fs::remove_file(p);
+            }
+            Ledger::load(ledger_path).unwrap_or_else(|_| Ledger::load(None).expect("empty ledger"))
+        });
         VdiService {
             local,
             gateway,
             registry,
             format,
             owner_lock: tokio::sync::Mutex::new(()),
+            ledger: Arc::new(ledger),
+            lock_lock: tokio::sync::Mutex::new(()),
+            lock_listener: std::sync::OnceLock::new(),
         }
     }
 
@@ -295,7 +356,9 @@ impl VdiService {
     }
 
     /// Deletes a VDI and frees the objects nothing references any more.
+    /// The working VDI of an attached name is not deleted.
     pub async fn delete(&self, r: VdiRef) -> Result<u32, SheepError> {
+        self.check_detached(&r)?;
         let (vid, _) = self.lookup(&r).await?;
         let key = ObjectId::inode(self.family_of(vid)?);
         match self.on_owner(key, VdiRpc::Delete(r)).await? {
@@ -359,7 +422,15 @@ impl VdiService {
 
     async fn handle_in(&self, view: &View, rpc: VdiRpc) -> Result<VdiReply, SheepError> {
         match rpc {
-            VdiRpc::New(req) => self.make(view, req).await.map(VdiReply::Vid),
+            VdiRpc::New(req) => self.make(view, req, None).await.map(VdiReply::Vid),
+            VdiRpc::Snapshot { req, tag } => {
+                refusal(self.make(view, req, Some(tag)).await.map(VdiReply::Vid))
+            }
+            VdiRpc::Resize { name, size } => refusal(
+                self.resize_as_owner(view, &name, size)
+                    .await
+                    .map(|_| VdiReply::Done),
+            ),
             VdiRpc::Delete(r) => self.delete_as_owner(view, &r).await.map(VdiReply::Vid),
             VdiRpc::Flatten(r) => self.flatten_as_owner(view, &r).await.map(VdiReply::Vid),
             VdiRpc::Lookup(r) => self
@@ -389,6 +460,26 @@ impl VdiService {
                 Ok(VdiReply::Done)
             }
             VdiRpc::Registry => Ok(VdiReply::Registry(self.registry.snapshot())),
+            VdiRpc::Lock(op) => refusal(self.lock_as_owner(view, op).await.map(VdiReply::Lock)),
+            VdiRpc::LedgerGet { names } => Ok(VdiReply::Ledger(LedgerDelta {
+                locks: names
+                    .into_iter()
+                    .map(|n| {
+                        let e = self.ledger.lock_entry(&n);
+                        (n, e)
+                    })
+                    .collect(),
+                requests: Vec::new(),
+            })),
+            VdiRpc::LedgerPut(delta) => {
+                self.apply_ledger(delta).await;
+                Ok(VdiReply::Done)
+            }
+            VdiRpc::LedgerAll => Ok(VdiReply::Ledger(self.ledger.all())),
+            VdiRpc::Changed { name } => {
+                self.notify_changed(&name).await;
+                Ok(VdiReply::Done)
+            }
         }
     }
 
@@ -433,11 +524,21 @@ impl VdiService {
                 self.persist_registry();
             }
         }
+        self.pull_ledger(peer).await;
     }
 
     fn persist_registry(&self) {
         if let Err(e) = self.registry.persist() {
             tracing::error!("persisting the VDI registry: {e}");
         }
+    }
+}
+
+/// Carries a refusal's message to the gateway that asked: peer replies
+/// carry only a result code otherwise.
+fn refusal(r: Result<VdiReply, SheepError>) -> Result<VdiReply, SheepError> {
+    match r {
+        Err(SheepError::Refused { code, message }) => Ok(VdiReply::Refused(code.0, message)),
+        other => other,
     }
 }

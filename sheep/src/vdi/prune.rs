@@ -28,6 +28,7 @@ const PARALLELISM: usize = 16;
 impl VdiService {
     pub(super) async fn delete_as_owner(&self, view: &View, r: &VdiRef) -> Result<u32, SheepError> {
         let _one_at_a_time = self.owner_lock.lock().await;
+        self.check_detached(r)?;
         let (vid, header) = self.lookup_local(r).await?;
         let family = self.registry.meta(vid).map_or(vid, |m| m.family);
         self.wait_family_quiet(family).await?;

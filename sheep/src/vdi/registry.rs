@@ -111,6 +111,11 @@ impl VdiRegistry {
         Ok(reg)
     }
 
+    /// Where the registry is persisted (`None`: in memory only).
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.path.as_deref()
+    }
+
     /// Everything known, for persisting or sending to a peer.
     pub fn snapshot(&self) -> RegistrySnapshot {
         let st = self.state.lock().expect("registry lock");

@@ -21,12 +21,18 @@
 //!   before reporting or reading a range as unallocated, a volume re-reads
 //!   those index entries from the inode; objects are created exclusively,
 //!   so an object another node made is written into, never replaced.
+//! - While the VDI is attached on more than one node (a live migration, or
+//!   read-only attachments beside the writer), the volume is *coherent*:
+//!   every read and block-status re-reads the index entries it covers, since
+//!   another node may have moved an entry from a parent's object to a fresh
+//!   copy-on-write one (an entry the cache does not think is a hole).
 //! - A volume follows its VDI: when a snapshot freezes the VDI under it
 //!   (writes get READONLY) or another node changed the index (a read finds
 //!   no object), it looks the VDI up again and retries once, as QEMU's
 //!   sheepdog driver does.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::{Bytes, BytesMut};
@@ -63,6 +69,7 @@ pub struct Volume {
     state: RwLock<Snapshot>,
     alloc_locks: Vec<tokio::sync::Mutex<()>>,
     durability: Durability,
+    coherent: AtomicBool,
 }
 
 impl Volume {
@@ -82,7 +89,24 @@ impl Volume {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             durability: Durability::default(),
+            coherent: AtomicBool::new(false),
         })
+    }
+
+    /// Coherent mode on or off (see the module docs).
+    pub fn set_coherent(&self, on: bool) {
+        self.coherent.store(on, Ordering::Relaxed);
+    }
+
+    /// True in coherent mode.
+    pub fn is_coherent(&self) -> bool {
+        self.coherent.load(Ordering::Relaxed)
+    }
+
+    /// Drops everything cached and reads the VDI again (its index, size and
+    /// current vid).
+    pub async fn invalidate(&self) -> Result<(), SheepError> {
+        self.reload().await
     }
 
     async fn load(vdis: &VdiService, export: &VdiRef) -> Result<Snapshot, SheepError> {
@@ -148,7 +172,7 @@ impl Volume {
         let size = self.object_size();
         let first = (offset / size) as u32;
         let last = ((offset + len).div_ceil(size)) as u32;
-        let any_hole = (first..last).any(|idx| self.owner(idx) == 0);
+        let any_hole = self.is_coherent() || (first..last).any(|idx| self.owner(idx) == 0);
         if any_hole {
             self.refresh(first, last - first).await?;
         }
@@ -518,6 +542,20 @@ impl Volumes {
         open.retain(|_, w| w.strong_count() > 0);
         open.insert(key, Arc::downgrade(&volume));
         Ok(volume)
+    }
+
+    /// The volume open on this node for the working VDI `name`, if any.
+    pub fn find(&self, name: &str) -> Option<Arc<Volume>> {
+        self.open
+            .lock()
+            .expect("volumes lock")
+            .get(&(name.to_string(), String::new(), 0))
+            .and_then(Weak::upgrade)
+    }
+
+    /// The VDI layer these volumes serve.
+    pub fn vdis(&self) -> &Arc<VdiService> {
+        &self.vdis
     }
 
     /// Names of the working (non-snapshot) VDIs.

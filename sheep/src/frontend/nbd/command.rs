@@ -59,7 +59,7 @@ impl From<SheepError> for Fail {
 /// unreachable, the cluster halted) are plain I/O errors to the guest.
 pub fn errno(e: &SheepError) -> u32 {
     match e.result() {
-        SdResult::READONLY => NBD_EPERM,
+        SdResult::READONLY | SdResult::VDI_LOCKED => NBD_EPERM,
         SdResult::NO_SPACE => NBD_ENOSPC,
         SdResult::INVALID_PARMS => NBD_EINVAL,
         _ => NBD_EIO,
@@ -68,6 +68,7 @@ pub fn errno(e: &SheepError) -> u32 {
 
 /// Runs one request (anything but `DISC`) and builds its reply.
 pub async fn execute(ctx: &Context, req: &Request, payload: Bytes) -> Reply {
+    let started = std::time::Instant::now();
     let result = match req.kind {
         NBD_CMD_READ => read(ctx, req).await,
         NBD_CMD_WRITE => write(ctx, req, payload).await,
@@ -78,6 +79,14 @@ pub async fn execute(ctx: &Context, req: &Request, payload: Bytes) -> Reply {
         NBD_CMD_CACHE => cache(ctx, req),
         other => Err(Fail::new(NBD_EINVAL, format!("unknown command {other}"))),
     };
+    let m = &crate::metrics::instruments().nbd;
+    let op = match req.kind {
+        NBD_CMD_READ => &m.read,
+        NBD_CMD_WRITE => &m.write,
+        NBD_CMD_FLUSH => &m.flush,
+        _ => &m.other,
+    };
+    op.record(started.elapsed(), result.is_ok());
     match result {
         Ok(reply) => reply,
         Err(fail) => {

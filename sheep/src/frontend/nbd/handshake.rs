@@ -16,6 +16,7 @@ use std::io;
 use std::sync::Arc;
 
 use bytes::BufMut;
+use qemu_proto::SdResult;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::consts::*;
@@ -254,11 +255,16 @@ async fn info_or_go<W: AsyncWrite + Unpin>(
         Ok(e) => e,
         Err(e) => {
             // Missing or unavailable right now: either way the export is
-            // not available; the message says why.
+            // not available; the message says why. An attach lock held
+            // elsewhere is the server's policy, and says so.
             let msg = format!("{name}: {e}");
-            return send_error(writer, option, NBD_REP_ERR_UNKNOWN, &msg)
-                .await
-                .map(|_| None);
+            let locked = matches!(e.result(), SdResult::VDI_LOCKED | SdResult::VDI_NOT_LOCKED);
+            let kind = if locked {
+                NBD_REP_ERR_POLICY
+            } else {
+                NBD_REP_ERR_UNKNOWN
+            };
+            return send_error(writer, option, kind, &msg).await.map(|_| None);
         }
     };
     let flags = transmission_flags(export.as_ref(), state.structured);

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use qemu_proto::consts::SD_REQ_SIZE;
-use qemu_proto::{SdRequest, SdResponse, SdResult};
+use qemu_proto::{Opcode, SdRequest, SdResponse, SdResult};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, Semaphore};
 
@@ -97,7 +97,16 @@ where
         let sheep = sheep.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let reply = ops::dispatch(&sheep, &req, data).await;
+            let m = &crate::metrics::instruments().sheepdog;
+            let op = match req.opcode() {
+                Some(Opcode::ReadObj) => &m.read,
+                Some(Opcode::WriteObj | Opcode::CreateAndWriteObj) => &m.write,
+                Some(Opcode::FlushVdi) => &m.flush,
+                _ => &m.other,
+            };
+            op.record(started.elapsed(), reply.0.result == SdResult::SUCCESS);
             let _ = tx.send(reply);
             drop(permit);
         });

@@ -16,7 +16,7 @@ use crate::cluster::Member;
 use crate::error::SheepError;
 use crate::format::ClusterConfig;
 use crate::node::{NodeStatus, Sheep};
-use crate::vdi::{NewVdi, VdiRef};
+use crate::vdi::{AttachMode, AttachState, LockOp, NewVdi, VdiRef};
 
 type OpResult = Result<Bytes, SheepError>;
 
@@ -101,7 +101,11 @@ async fn run(
         }
         Opcode::NewVdi => new_vdi(sheep, req, rsp, &data).await,
         Opcode::GetVdiInfo | Opcode::LockVdi => {
-            let (vid, header) = sheep.vdis.lookup(&vdi_ref(req, &data)?).await?;
+            let r = vdi_ref(req, &data)?;
+            if op == Opcode::LockVdi {
+                check_attach_lock(sheep, &r)?;
+            }
+            let (vid, header) = sheep.vdis.lookup(&r).await?;
             rsp.set_vdi(&VdiRsp {
                 vdi_id: vid,
                 copies: header.nr_copies,
@@ -110,7 +114,23 @@ async fn run(
             });
             Ok(Bytes::new())
         }
+        // QEMU's close sends the name along and changes nothing (locks are
+        // taken by attaching); `dog vdi lock unlock` sends only the vid and
+        // releases every attachment of the VDI.
+        Opcode::ReleaseVdi if data.is_empty() => {
+            let vid = req.vdi().base_vdi_id;
+            let meta = sheep.vdis.registry().meta(vid).ok_or(SdResult::NO_VDI)?;
+            if sheep.vdis.ledger().lock(&meta.name).attachments.is_empty() {
+                return Err(SdResult::VDI_NOT_LOCKED.into());
+            }
+            sheep
+                .vdis
+                .lock_op(LockOp::Unlock { name: meta.name })
+                .await?;
+            Ok(Bytes::new())
+        }
         Opcode::ReleaseVdi => Ok(Bytes::new()),
+        Opcode::ListLocks => Ok(Bytes::from(list_locks(sheep).await)),
         Opcode::DelVdi => {
             let vid = sheep.vdis.delete(vdi_ref(req, &data)?).await?;
             rsp.set_vdi(&VdiRsp {
@@ -535,4 +555,64 @@ fn cluster_info(sheep: &Sheep) -> ClusterInfo {
         default_store: cfg.map_or_else(|| "plain".to_string(), |c| c.store),
         nodes,
     }
+}
+
+/// LOCK_VDI (QEMU sends it on every open): refused while the working VDI
+/// is attached read-write through another sheep, so a QEMU on a second
+/// host cannot open a disk another host runs. Opening through the sheep
+/// the attachment was made through (the address in the attachment's
+/// Sheepdog-protocol XML) is the attached VM itself and is allowed.
+fn check_attach_lock(sheep: &Sheep, r: &VdiRef) -> Result<(), SheepError> {
+    if !r.tag.is_empty() || r.snapid != 0 {
+        return Ok(());
+    }
+    let lock = sheep.vdis.ledger().lock(&r.name);
+    let elsewhere = lock
+        .attachments
+        .iter()
+        .filter(|a| a.mode == AttachMode::ReadWrite)
+        .find(|a| a.node != sheep.local.addr);
+    match elsewhere {
+        None => Ok(()),
+        Some(a) => Err(SheepError::Refused {
+            code: SdResult::VDI_LOCKED,
+            message: format!(
+                "{} is attached read-write on host {} through {}",
+                r.name, a.host, a.node
+            ),
+        }),
+    }
+}
+
+/// The LIST_LOCKS reply: every attachment this node knows of.
+async fn list_locks(sheep: &Sheep) -> Vec<u8> {
+    let mut entries = Vec::new();
+    for (name, state) in sheep.vdis.ledger().locked() {
+        let vid = sheep
+            .vdis
+            .lookup(&VdiRef {
+                name: name.clone(),
+                tag: String::new(),
+                snapid: 0,
+            })
+            .await
+            .map_or(0, |(vid, _)| vid);
+        for a in state.attachments {
+            let from = match &a.state {
+                AttachState::Pending { from } => from.clone(),
+                AttachState::Active => String::new(),
+            };
+            entries.push(qemu_proto::locks::LockEntry {
+                vid,
+                read_only: a.mode == AttachMode::ReadOnly,
+                pending: !from.is_empty(),
+                name: name.clone(),
+                id: a.id,
+                host: a.host,
+                node: a.node.to_string(),
+                from,
+            });
+        }
+    }
+    qemu_proto::locks::encode_lock_list(&entries)
 }
