@@ -47,6 +47,8 @@ impl SheepError {
             // Retryable: the object is being recovered.
             SheepError::Store(StoreError::Busy(_)) => SdResult::AGAIN,
             SheepError::Store(StoreError::OutOfRange(..)) => SdResult::INVALID_PARMS,
+            // Handled where the store is called; never a client's answer.
+            SheepError::Store(StoreError::NeedBase { .. }) => SdResult::EIO,
             SheepError::Peer(_) => SdResult::NETWORK_ERROR,
             SheepError::Result(r) => *r,
             SheepError::NoStorage => SdResult::NO_SPACE,

@@ -15,6 +15,7 @@
 //!   exclusively so it never overwrites a copy a concurrent write already
 //!   made; then the write is applied to it.
 
+mod backing;
 mod copy;
 mod replica;
 
@@ -33,7 +34,7 @@ use crate::cluster::View;
 use crate::error::SheepError;
 use crate::peer::{Endpoint, PeerClient};
 use crate::placement::Placement;
-use crate::store::{CreateMode, ObjectStore};
+use crate::store::{Backing, CreateMode, ObjectStore};
 
 /// How long a request may wait for the membership to settle before failing.
 pub const SETTLE_DEADLINE: Duration = Duration::from_secs(20);
@@ -275,6 +276,22 @@ impl Gateway {
         sync: bool,
         mode: CreateMode,
     ) -> Result<(), SheepError> {
+        self.create_copies(oid, offset, data, copies, sync, mode, None)
+            .await
+    }
+
+    /// Creates `oid` on all of its replicas, plain or backed.
+    #[allow(clippy::too_many_arguments)]
+    async fn create_copies(
+        &self,
+        oid: ObjectId,
+        offset: u64,
+        data: Bytes,
+        copies: usize,
+        sync: bool,
+        mode: CreateMode,
+        backing: Option<Backing>,
+    ) -> Result<(), SheepError> {
         let write_id = rand::random::<u64>();
         self.settle(|view, placement| {
             let data = data.clone();
@@ -286,6 +303,7 @@ impl Gateway {
                     mode,
                     sync,
                     write_id,
+                    backing,
                 };
                 self.fan_out_all(&targets, view.id, &rpc, &data).await
             }
@@ -293,25 +311,41 @@ impl Gateway {
         .await
     }
 
-    /// Creates `oid` as a copy of `src` (an object of `size` bytes) with
-    /// `data` laid over it at `offset`: copy-on-write of a shared object.
+    /// Creates `oid` as a copy of `src` with `data` laid over it at
+    /// `offset`: copy-on-write of a shared object. When `src` never changes
+    /// (an object of a snapshot), nothing is copied: the new object is
+    /// backed by `src` (see [`backing`]). Otherwise `src` is copied whole.
     #[allow(clippy::too_many_arguments)]
     pub async fn create_from(
         &self,
         oid: ObjectId,
         src: ObjectId,
         src_copies: usize,
-        size: u64,
+        src_immutable: bool,
         offset: u64,
         data: Bytes,
         copies: usize,
         sync: bool,
+        mode: CreateMode,
     ) -> Result<(), SheepError> {
-        let base = self.read(src, 0, size as u32, src_copies).await?;
+        let backing = Backing {
+            oid: src.0,
+            copies: src_copies as u8,
+        };
+        if src_immutable {
+            return self
+                .create_copies(oid, offset, data, copies, sync, mode, Some(backing))
+                .await;
+        }
+        let base = self.fetch_whole(backing).await?;
+        let (at, end) = (offset as usize, offset as usize + data.len());
         let mut full = bytes::BytesMut::from(&base[..]);
-        let at = offset as usize;
-        full[at..at + data.len()].copy_from_slice(&data);
-        self.create(oid, 0, full.freeze(), copies, sync).await
+        if full.len() < end {
+            full.resize(end, 0);
+        }
+        full[at..end].copy_from_slice(&data);
+        self.create_copies(oid, 0, full.freeze(), copies, sync, mode, None)
+            .await
     }
 
     /// Removes `oid` from all of its replicas.

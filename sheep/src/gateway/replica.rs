@@ -13,7 +13,7 @@ use qemu_proto::ObjectId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::SheepError;
-use crate::store::{CreateMode, StoreError, Version};
+use crate::store::{Backing, CreateMode, StoreError, Version};
 
 use super::Gateway;
 
@@ -52,6 +52,9 @@ pub enum ObjectRpc {
         sync: bool,
         /// Identifies the create in the new copy's version.
         write_id: u64,
+        /// Make a backed copy: it holds only the payload, and reads the
+        /// rest from this (immutable) object.
+        backing: Option<Backing>,
     },
     /// The whole object and its version, to copy it.
     Fetch {
@@ -81,6 +84,14 @@ pub enum ObjectRpc {
     Scrub {
         /// Object id.
         oid: u64,
+    },
+    /// Make a backed copy a plain one (copy the backing object's blocks
+    /// in), if it is backed by `from` (by anything, if `None`).
+    Unback {
+        /// Object id.
+        oid: u64,
+        /// Only a copy backed by this object.
+        from: Option<u64>,
     },
     /// Remove the object.
     Remove {
@@ -153,7 +164,8 @@ impl Gateway {
         };
         match rpc {
             ObjectRpc::Read { oid, offset, len } => {
-                done(store.read(ObjectId(oid), offset, len as usize).await?)
+                let read = store.read(ObjectId(oid), offset, len as usize).await?;
+                done(self.resolve_read(offset, read).await?)
             }
             ObjectRpc::Write {
                 oid,
@@ -161,9 +173,16 @@ impl Gateway {
                 sync,
                 write_id,
             } => {
-                store
-                    .write(ObjectId(oid), offset, data, sync, write_id)
-                    .await?;
+                let oid = ObjectId(oid);
+                let write = |base| store.write(oid, offset, data.clone(), sync, write_id, base);
+                match write(Vec::new()).await {
+                    // A backed copy lacks the rest of a block the write
+                    // covers partly: fetch it from the backing and retry.
+                    Err(StoreError::NeedBase {
+                        backing, blocks, ..
+                    }) => write(self.base_blocks(backing, &blocks).await?).await?,
+                    r => r?,
+                }
                 done(Vec::new())
             }
             ObjectRpc::Create {
@@ -172,16 +191,38 @@ impl Gateway {
                 mode,
                 sync,
                 write_id,
+                backing,
             } => {
-                store
-                    .create(ObjectId(oid), offset, data, mode, sync, write_id)
-                    .await?;
+                let oid = ObjectId(oid);
+                let create = |base| {
+                    store.create(
+                        oid,
+                        offset,
+                        data.clone(),
+                        mode,
+                        sync,
+                        write_id,
+                        backing,
+                        base,
+                    )
+                };
+                match create(Vec::new()).await {
+                    Err(StoreError::NeedBase {
+                        backing, blocks, ..
+                    }) => create(self.base_blocks(backing, &blocks).await?).await?,
+                    r => r?,
+                }
                 done(Vec::new())
             }
             ObjectRpc::Fetch { oid } => {
-                let (version, bytes) = store.fetch(ObjectId(oid)).await?;
+                let (version, read) = store.fetch(ObjectId(oid)).await?;
+                let bytes = self.resolve_whole(read).await?;
                 self.counters.count_sent(bytes.len() as u64);
                 Ok((ObjectReply::Copy(version), Bytes::from(bytes)))
+            }
+            ObjectRpc::Unback { oid, from } => {
+                self.unback_local(ObjectId(oid), from.map(ObjectId)).await?;
+                done(Vec::new())
             }
             ObjectRpc::Install { oid, version } => {
                 let len = data.len() as u64;
@@ -204,11 +245,25 @@ impl Gateway {
                 Ok((ObjectReply::Stat(s), Bytes::new()))
             }
             ObjectRpc::Scrub { oid } => {
-                let s = match store.scrub(ObjectId(oid)).await {
+                let oid = ObjectId(oid);
+                let scrubbed = if store.meta(oid).is_some_and(|m| m.backing.is_some()) {
+                    // Digest what readers see, so a backed copy and a plain
+                    // one with the same content agree.
+                    match store.fetch(oid).await {
+                        Ok((version, read)) => self
+                            .resolve_whole(read)
+                            .await
+                            .map(|data| (version, crc32c::crc32c(&data))),
+                        Err(e) => Err(e.into()),
+                    }
+                } else {
+                    store.scrub(oid).await.map_err(SheepError::from)
+                };
+                let s = match scrubbed {
                     Ok((version, digest)) => ScrubState::Good { version, digest },
-                    Err(StoreError::NoObject(_)) => ScrubState::Missing,
-                    Err(StoreError::Corrupt(..)) => ScrubState::Corrupt,
-                    Err(e) => return Err(e.into()),
+                    Err(SheepError::Store(StoreError::NoObject(_))) => ScrubState::Missing,
+                    Err(SheepError::Store(StoreError::Corrupt(..))) => ScrubState::Corrupt,
+                    Err(e) => return Err(e),
                 };
                 Ok((ObjectReply::Scrub(s), Bytes::new()))
             }

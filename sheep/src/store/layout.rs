@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! offset 0 ..             the object's bytes (sparse; holes read as zeros)
-//! TRAILER ..+HEADER_LEN   header: magic, version (count, history), extent
+//! TRAILER ..+HEADER_LEN   header: magic, version (count, history), extent,
+//!                         backing object (id, copies)
 //! TRAILER+HEADER_LEN ..   one u32 checksum per 4 KiB block of the object
 //! ```
 //!
@@ -13,6 +14,12 @@
 //! Checksums are crc32c over whole 4 KiB blocks (zero-filled past the data).
 //! A stored 0 means "never written" and is not checked, so a hole costs
 //! nothing; a real crc of 0 is stored as 1 (see [`stored_crc`]).
+//!
+//! A *backed* copy (a copy-on-write child that holds only the blocks written
+//! into it) names its backing object in the header: its never-written
+//! blocks read as the backing object's, not as zeros. Never-written blocks
+//! are exactly those with a stored checksum of 0, so the table doubles as
+//! the map of what the copy holds.
 //! Invariant: whenever a write returns, every block it touched has the
 //! checksum of its new content. A crash between the data and the checksum
 //! writes can leave a block that fails its check; such a copy is repaired
@@ -38,7 +45,7 @@ pub const MAX_OBJECT_LEN: u64 = TRAILER;
 const HEADER_LEN: u64 = BLOCK;
 
 /// Bytes the header actually uses.
-const HEADER_USED: usize = 32;
+const HEADER_USED: usize = 48;
 
 const MAGIC: u32 = 0x5346_4f42; // "SFOB"
 const LAYOUT_VERSION: u32 = 1;
@@ -87,6 +94,15 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// The object a backed copy reads its never-written blocks from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Backing {
+    /// The backing object (an object of a snapshot, so it never changes).
+    pub oid: u64,
+    /// Its number of copies, to find its replicas.
+    pub copies: u8,
+}
+
 /// What the header records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Meta {
@@ -94,6 +110,8 @@ pub struct Meta {
     pub version: Version,
     /// One past the last byte ever written: the object's stored length.
     pub extent: u64,
+    /// Where never-written blocks come from (`None`: they are zeros).
+    pub backing: Option<Backing>,
 }
 
 /// The checksum stored for a block: 0 is reserved for "not written".
@@ -122,12 +140,17 @@ pub fn read_meta(file: &File) -> io::Result<Option<Meta>> {
     if u32_at(0) != MAGIC || u32_at(4) != LAYOUT_VERSION {
         return Ok(None);
     }
+    // Headers written before backed copies existed hold zeros here.
+    let backing = Some(u64_at(32))
+        .filter(|oid| *oid != 0)
+        .map(|oid| Backing { oid, copies: b[40] });
     Ok(Some(Meta {
         version: Version {
             count: u64_at(8),
             history: u64_at(16),
         },
         extent: u64_at(24),
+        backing,
     }))
 }
 
@@ -139,6 +162,10 @@ pub fn write_meta(file: &File, meta: &Meta) -> io::Result<()> {
     b[8..16].copy_from_slice(&meta.version.count.to_le_bytes());
     b[16..24].copy_from_slice(&meta.version.history.to_le_bytes());
     b[24..32].copy_from_slice(&meta.extent.to_le_bytes());
+    if let Some(backing) = meta.backing {
+        b[32..40].copy_from_slice(&backing.oid.to_le_bytes());
+        b[40] = backing.copies;
+    }
     file.write_all_at(&b, TRAILER)
 }
 
@@ -172,10 +199,21 @@ fn read_table(file: &File, first: u64, count: usize) -> io::Result<Vec<u32>> {
         .collect())
 }
 
+/// What [`read_checked`] read.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Read {
+    /// The bytes; never-written ones are zeros.
+    pub data: Vec<u8>,
+    /// The never-written parts of the read, as (object offset, length),
+    /// in order and merged. Zeros in a plain copy; a backed copy reads them
+    /// from its backing object.
+    pub unwritten: Vec<(u64, u64)>,
+}
+
 /// Reads `len` bytes at `offset`, checking every block it touches.
-pub fn read_checked(file: &File, offset: u64, len: usize) -> io::Result<Result<Vec<u8>, Corrupt>> {
+pub fn read_checked(file: &File, offset: u64, len: usize) -> io::Result<Result<Read, Corrupt>> {
     if len == 0 {
-        return Ok(Ok(Vec::new()));
+        return Ok(Ok(Read::default()));
     }
     let first = offset / BLOCK;
     let end = offset + len as u64;
@@ -185,48 +223,153 @@ pub fn read_checked(file: &File, offset: u64, len: usize) -> io::Result<Result<V
     let mut buf = vec![0u8; nblocks * BLOCK as usize];
     read_raw(file, &mut buf, start)?;
     let table = read_table(file, first, nblocks)?;
+    let mut unwritten: Vec<(u64, u64)> = Vec::new();
     for (i, (block, want)) in buf.chunks_exact(BLOCK as usize).zip(&table).enumerate() {
-        if *want != 0 && stored_crc(block) != *want {
-            return Ok(Err(Corrupt {
-                offset: start + i as u64 * BLOCK,
-            }));
+        let bs = start + i as u64 * BLOCK;
+        if *want == 0 {
+            let (from, to) = (bs.max(offset), (bs + BLOCK).min(end));
+            match unwritten.last_mut() {
+                Some((at, n)) if *at + *n == from => *n += to - from,
+                _ => unwritten.push((from, to - from)),
+            }
+        } else if stored_crc(block) != *want {
+            return Ok(Err(Corrupt { offset: bs }));
         }
     }
     let skip = (offset - start) as usize;
     buf.drain(..skip);
     buf.truncate(len);
-    Ok(Ok(buf))
+    Ok(Ok(Read {
+        data: buf,
+        unwritten,
+    }))
+}
+
+/// A write into a backed copy partly covers blocks the copy has never
+/// written: their other bytes are the backing object's, which the caller
+/// must fetch and pass in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeedBase {
+    /// The block numbers whose backing content is needed.
+    pub blocks: Vec<u64>,
 }
 
 /// Writes `data` at `offset` and the checksums of every block it touches.
 /// The caller serializes writers of one object (edge blocks are read,
-/// merged and checksummed).
-pub fn write_checked(file: &File, offset: u64, data: &[u8]) -> io::Result<()> {
+/// merged and checksummed). In a `backed` copy, a partly covered block that
+/// was never written is merged into its backing content, looked up in
+/// `base` (block number, 4 KiB); if `base` lacks one, nothing is written.
+pub fn write_checked(
+    file: &File,
+    offset: u64,
+    data: &[u8],
+    backed: bool,
+    base: &[(u64, Vec<u8>)],
+) -> io::Result<Result<(), NeedBase>> {
     if data.is_empty() {
-        return Ok(());
+        return Ok(Ok(()));
     }
     let first = offset / BLOCK;
     let end = offset + data.len() as u64;
     let last = (end - 1) / BLOCK;
     let mut crcs = Vec::with_capacity((last - first + 1) as usize * 4);
-    let mut edge = vec![0u8; BLOCK as usize];
+    // Partly covered blocks, merged: (block, content).
+    let mut edges: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut missing = Vec::new();
+    let mut from_base = false;
     for b in first..=last {
         let (bs, be) = (b * BLOCK, (b + 1) * BLOCK);
         let crc = if bs >= offset && be <= end {
             stored_crc(&data[(bs - offset) as usize..(be - offset) as usize])
         } else {
             // A partly covered block: merge the new bytes into the old.
-            read_raw(file, &mut edge, bs)?;
+            let mut edge = vec![0u8; BLOCK as usize];
+            if backed && read_table(file, b, 1)?[0] == 0 {
+                match base.iter().find(|(n, _)| *n == b) {
+                    Some((_, content)) => {
+                        edge[..content.len().min(BLOCK as usize)]
+                            .copy_from_slice(&content[..content.len().min(BLOCK as usize)]);
+                        from_base = true;
+                    }
+                    None => {
+                        missing.push(b);
+                        continue;
+                    }
+                }
+            } else {
+                read_raw(file, &mut edge, bs)?;
+            }
             let from = offset.max(bs);
             let to = end.min(be);
             edge[(from - bs) as usize..(to - bs) as usize]
                 .copy_from_slice(&data[(from - offset) as usize..(to - offset) as usize]);
-            stored_crc(&edge)
+            let crc = stored_crc(&edge);
+            edges.push((b, edge));
+            crc
         };
         crcs.extend_from_slice(&crc.to_le_bytes());
     }
-    file.write_all_at(data, offset)?;
-    file.write_all_at(&crcs, table_offset(first))
+    if !missing.is_empty() {
+        return Ok(Err(NeedBase { blocks: missing }));
+    }
+    if from_base {
+        // The merged edge blocks hold bytes the file does not have yet:
+        // write whole blocks.
+        for (b, edge) in &edges {
+            file.write_all_at(edge, b * BLOCK)?;
+        }
+        let inner_from = if edges.first().is_some_and(|(b, _)| *b == first) {
+            (first + 1) * BLOCK
+        } else {
+            offset
+        };
+        let inner_to = if edges.last().is_some_and(|(b, _)| *b == last) {
+            last * BLOCK
+        } else {
+            end
+        };
+        if inner_from < inner_to {
+            file.write_all_at(
+                &data[(inner_from - offset) as usize..(inner_to - offset) as usize],
+                inner_from,
+            )?;
+        }
+    } else {
+        file.write_all_at(data, offset)?;
+    }
+    file.write_all_at(&crcs, table_offset(first))?;
+    Ok(Ok(()))
+}
+
+/// Writes every never-written block of `[0, content.len())` from `content`
+/// (the backing object's bytes), except blocks of zeros, which read as
+/// zeros unwritten. The caller serializes writers. Returns the bytes
+/// written.
+pub fn fill_unwritten(file: &File, content: &[u8]) -> io::Result<u64> {
+    let nblocks = content.len().div_ceil(BLOCK as usize);
+    if nblocks == 0 {
+        return Ok(0);
+    }
+    let mut table = read_table(file, 0, nblocks)?;
+    let mut written = 0u64;
+    let mut block = vec![0u8; BLOCK as usize];
+    for (b, crc) in table.iter_mut().enumerate() {
+        let at = b * BLOCK as usize;
+        let part = &content[at..(at + BLOCK as usize).min(content.len())];
+        if *crc != 0 || part.iter().all(|x| *x == 0) {
+            continue;
+        }
+        block[..part.len()].copy_from_slice(part);
+        block[part.len()..].fill(0);
+        file.write_all_at(part, at as u64)?;
+        *crc = stored_crc(&block);
+        written += part.len() as u64;
+    }
+    if written > 0 {
+        let raw: Vec<u8> = table.iter().flat_map(|c| c.to_le_bytes()).collect();
+        file.write_all_at(&raw, table_offset(0))?;
+    }
+    Ok(written)
 }
 
 /// Checks every block below `extent`; returns the crc32c of the whole
@@ -238,7 +381,7 @@ pub fn scrub(file: &File, extent: u64) -> io::Result<Result<u32, Corrupt>> {
     while at < extent {
         let len = step.min(extent - at) as usize;
         match read_checked(file, at, len)? {
-            Ok(buf) => digest = crc32c::crc32c_append(digest, &buf),
+            Ok(read) => digest = crc32c::crc32c_append(digest, &read.data),
             Err(c) => return Ok(Err(c)),
         }
         at += len as u64;
@@ -265,9 +408,15 @@ mod tests {
     #[test]
     fn unaligned_writes_keep_checksums_right() {
         let (_d, f) = file();
-        write_checked(&f, 100, &[7u8; 5000]).unwrap();
-        write_checked(&f, 4000, &[9u8; 200]).unwrap();
-        let got = read_checked(&f, 0, 9000).unwrap().unwrap();
+        write_checked(&f, 100, &[7u8; 5000], false, &[])
+            .unwrap()
+            .unwrap();
+        write_checked(&f, 4000, &[9u8; 200], false, &[])
+            .unwrap()
+            .unwrap();
+        let read = read_checked(&f, 0, 9000).unwrap().unwrap();
+        assert_eq!(read.unwritten, vec![(8192, 808)]);
+        let got = read.data;
         assert!(got[..100].iter().all(|b| *b == 0));
         assert!(got[100..4000].iter().all(|b| *b == 7));
         assert!(got[4000..4200].iter().all(|b| *b == 9));
@@ -279,7 +428,9 @@ mod tests {
     #[test]
     fn corruption_is_detected_and_holes_are_not_checked() {
         let (_d, f) = file();
-        write_checked(&f, 8192, &[1u8; 4096]).unwrap();
+        write_checked(&f, 8192, &[1u8; 4096], false, &[])
+            .unwrap()
+            .unwrap();
         // Bytes changed behind the store's back.
         f.write_all_at(&[2u8; 10], 8200).unwrap();
         assert_eq!(
@@ -297,6 +448,10 @@ mod tests {
         let m = Meta {
             version: Version::created(1).next(2).next(3),
             extent: 12345,
+            backing: Some(Backing {
+                oid: 0x8000_0000_0000_0007,
+                copies: 3,
+            }),
         };
         write_meta(&f, &m).unwrap();
         assert_eq!(read_meta(&f).unwrap(), Some(m));
@@ -306,5 +461,61 @@ mod tests {
             "the same writes in another order give the same version"
         );
         assert_ne!(Version::created(1).next(4).next(2), m.version);
+    }
+
+    #[test]
+    fn backed_writes_merge_partial_blocks_into_the_backing_content() {
+        let (_d, f) = file();
+        // Whole blocks need nothing from the backing object.
+        write_checked(&f, 4096, &[1u8; 4096], true, &[])
+            .unwrap()
+            .unwrap();
+        let read = read_checked(&f, 0, 3 * 4096).unwrap().unwrap();
+        assert_eq!(read.unwritten, vec![(0, 4096), (8192, 4096)]);
+        // A partial never-written block needs its backing content...
+        let need = write_checked(&f, 8192 + 100, &[2u8; 10], true, &[])
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(need.blocks, vec![2]);
+        let read = read_checked(&f, 8192, 4096).unwrap().unwrap();
+        assert_eq!(read.unwritten, vec![(8192, 4096)], "nothing was written");
+        // ... and with it, the whole block holds backing bytes and new ones.
+        write_checked(&f, 8192 + 100, &[2u8; 10], true, &[(2, vec![9u8; 4096])])
+            .unwrap()
+            .unwrap();
+        let read = read_checked(&f, 8192, 4096).unwrap().unwrap();
+        assert!(read.unwritten.is_empty());
+        assert!(read.data[..100].iter().all(|b| *b == 9));
+        assert!(read.data[100..110].iter().all(|b| *b == 2));
+        assert!(read.data[110..].iter().all(|b| *b == 9));
+        // A partial write into a block the copy holds needs nothing.
+        write_checked(&f, 4096 + 5, &[3u8; 5], true, &[])
+            .unwrap()
+            .unwrap();
+        let read = read_checked(&f, 4096, 16).unwrap().unwrap();
+        assert_eq!(
+            &read.data[..],
+            &[1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1]
+        );
+    }
+
+    #[test]
+    fn filling_writes_only_unwritten_nonzero_blocks() {
+        let (_d, f) = file();
+        write_checked(&f, 4096, &[1u8; 4096], true, &[])
+            .unwrap()
+            .unwrap();
+        let mut backing = vec![7u8; 3 * 4096 + 100];
+        backing[2 * 4096..3 * 4096].fill(0);
+        let written = fill_unwritten(&f, &backing).unwrap();
+        assert_eq!(written, 4096 + 100);
+        let read = read_checked(&f, 0, 4 * 4096).unwrap().unwrap();
+        // Block 2 (zeros in the backing) and block 3's tail stay unwritten.
+        assert_eq!(read.unwritten, vec![(2 * 4096, 4096)]);
+        assert!(read.data[..4096].iter().all(|b| *b == 7));
+        assert!(read.data[4096..8192].iter().all(|b| *b == 1));
+        assert!(read.data[3 * 4096..3 * 4096 + 100].iter().all(|b| *b == 7));
+        assert!(read.data[3 * 4096 + 100..].iter().all(|b| *b == 0));
+        assert!(scrub(&f, 4 * 4096).unwrap().is_ok());
     }
 }

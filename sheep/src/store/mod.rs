@@ -5,6 +5,13 @@
 //! checksum per 4 KiB block ([`layout`]). Reads check the blocks they
 //! return and never hand out bytes that fail their checksum.
 //!
+//! A copy-on-write child may be stored *backed*: it holds only the blocks
+//! written into it and names the (immutable) object its other blocks are
+//! read from. The store reports which parts of a read the copy has never
+//! written; the gateway reads them from the backing object. A backed copy
+//! becomes a plain one when [`ObjectStore::fill`] copies the backing
+//! object's blocks in.
+//!
 //! Durability (unless the daemon runs with `-n`):
 //! - A created object is written to a temporary file in `obj/.tmp`, fsynced,
 //!   renamed into place and the directory fsynced, so after a crash an object
@@ -24,7 +31,7 @@ pub mod gate;
 pub mod layout;
 
 pub use gate::Gate;
-pub use layout::{Meta, Version, MAX_OBJECT_LEN};
+pub use layout::{Backing, Meta, Version, MAX_OBJECT_LEN};
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -54,10 +61,37 @@ pub enum StoreError {
     /// A range beyond the largest object the store holds.
     #[error("range {1}+{2} is beyond the largest object ({oid})", oid = .0)]
     OutOfRange(ObjectId, u64, u64),
+    /// A write into a backed copy partly covers never-written blocks: the
+    /// caller must fetch their backing content and write again.
+    #[error("object {oid} needs {n} blocks of its backing object", n = .blocks.len())]
+    NeedBase {
+        /// The object written.
+        oid: ObjectId,
+        /// Its backing object.
+        backing: Backing,
+        /// Block numbers (of 4 KiB) whose backing content is needed.
+        blocks: Vec<u64>,
+    },
     /// The disk failed.
     #[error("object store I/O: {0}")]
     Io(#[from] io::Error),
 }
+
+/// Bytes read from a local copy.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReadOut {
+    /// The bytes. Parts the copy never wrote are zeros.
+    pub data: Vec<u8>,
+    /// For a backed copy with never-written parts in the read (and for
+    /// every fetch of a backed copy): its backing object and those parts,
+    /// as (object offset, length), which read as the backing object's
+    /// bytes, not as zeros.
+    pub from_backing: Option<(Backing, Vec<(u64, u64)>)>,
+}
+
+/// Backing content for blocks a write into a backed copy needs: (block
+/// number, 4 KiB). Empty for every write but a retried one.
+pub type BaseBlocks = Vec<(u64, Vec<u8>)>;
 
 /// How [`ObjectStore::create`] treats an object that already exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -69,6 +103,15 @@ pub enum CreateMode {
     /// replica that lacked the object must never overwrite a copy that a
     /// newer write already created).
     Exclusive,
+}
+
+/// How a new copy is made (see [`Inner::create`]).
+#[derive(Debug, Clone, Copy)]
+struct NewCopy {
+    version: Version,
+    backing: Option<Backing>,
+    mode: CreateMode,
+    sync: bool,
 }
 
 /// What the next flush must sync.
@@ -171,7 +214,7 @@ impl ObjectStore {
         oid: ObjectId,
         offset: u64,
         len: usize,
-    ) -> Result<Vec<u8>, StoreError> {
+    ) -> Result<ReadOut, StoreError> {
         let guard = self.gate.client(oid).await?;
         let r = self.blocking(move |s| s.read(oid, offset, len)).await;
         drop(guard);
@@ -180,7 +223,8 @@ impl ObjectStore {
     }
 
     /// Client write into an existing object; `sync` makes it durable before
-    /// return. `write_id` identifies the write on every replica.
+    /// return. `write_id` identifies the write on every replica. `base` is
+    /// empty unless this retries a write that got [`StoreError::NeedBase`].
     pub async fn write(
         &self,
         oid: ObjectId,
@@ -188,19 +232,23 @@ impl ObjectStore {
         data: bytes::Bytes,
         sync: bool,
         write_id: u64,
+        base: BaseBlocks,
     ) -> Result<(), StoreError> {
         let _guard = self.gate.client(oid).await?;
         if !sync && data.len() <= INLINE_WRITE {
             // A small unsynced write only copies into the page cache: doing
             // it here costs less than the two thread switches of the
             // blocking pool, which dominate a 4 KiB write's latency.
-            return self.inner.write(oid, offset, &data, false, write_id);
+            return self.inner.write(oid, offset, &data, false, write_id, &base);
         }
-        self.blocking(move |s| s.write(oid, offset, &data, sync, write_id))
+        self.blocking(move |s| s.write(oid, offset, &data, sync, write_id, &base))
             .await
     }
 
-    /// Client create: the object holds `data` at `offset` (zeros elsewhere).
+    /// Client create: the object holds `data` at `offset`, and elsewhere
+    /// zeros, or the `backing` object's bytes (see [`ObjectStore::write`]
+    /// for `base`).
+    #[allow(clippy::too_many_arguments)]
     pub async fn create(
         &self,
         oid: ObjectId,
@@ -209,21 +257,36 @@ impl ObjectStore {
         mode: CreateMode,
         sync: bool,
         write_id: u64,
+        backing: Option<Backing>,
+        base: BaseBlocks,
     ) -> Result<(), StoreError> {
         let _guard = self.gate.client(oid).await?;
-        let version = Version::created(write_id);
-        self.blocking(move |s| s.create(oid, offset, &data, version, mode, sync))
+        let new = NewCopy {
+            version: Version::created(write_id),
+            backing,
+            mode,
+            sync,
+        };
+        self.blocking(move |s| s.create(oid, offset, &data, new, &base))
             .await
     }
 
     /// The whole object and its version, checked, for copying it to another
     /// node. Does not wait for verification: the caller chose this copy.
-    pub async fn fetch(&self, oid: ObjectId) -> Result<(Version, Vec<u8>), StoreError> {
+    /// A backed copy's never-written parts must be read from its backing.
+    pub async fn fetch(&self, oid: ObjectId) -> Result<(Version, ReadOut), StoreError> {
         let guard = self.gate.internal(oid).await;
         let r = self
             .blocking(move |s| {
                 let meta = s.meta(oid).ok_or(StoreError::NoObject(oid))?;
-                Ok((meta.version, s.read(oid, 0, meta.extent as usize)?))
+                let mut read = s.read(oid, 0, meta.extent as usize)?;
+                if let Some(backing) = meta.backing {
+                    // Past its extent a backed copy is its backing object:
+                    // the caller must resolve even when every byte read
+                    // is the copy's own.
+                    read.from_backing.get_or_insert((backing, Vec::new()));
+                }
+                Ok((meta.version, read))
             })
             .await;
         drop(guard);
@@ -243,10 +306,30 @@ impl ObjectStore {
     ) -> Result<(), StoreError> {
         // A recovered copy is always made durable: the copy it may replace
         // was, and the node it came from may be about to drop its own.
-        self.blocking(move |s| s.create(oid, 0, &data, version, mode, true))
+        let new = NewCopy {
+            version,
+            backing: None,
+            mode,
+            sync: true,
+        };
+        self.blocking(move |s| s.create(oid, 0, &data, new, &[]))
             .await?;
         self.gate.verified(oid);
         Ok(())
+    }
+
+    /// Makes a copy backed by `backing` a plain one: writes the backing
+    /// object's `content` into every block the copy never wrote, durably,
+    /// then forgets the backing. Returns false (doing nothing) if the copy
+    /// is missing or not backed by `backing`.
+    pub async fn fill(
+        &self,
+        oid: ObjectId,
+        backing: Backing,
+        content: bytes::Bytes,
+    ) -> Result<bool, StoreError> {
+        let _guard = self.gate.internal(oid).await;
+        self.blocking(move |s| s.fill(oid, backing, &content)).await
     }
 
     /// Checks every block of the local copy: its version and a digest of
@@ -352,6 +435,7 @@ impl Inner {
                 None => Meta {
                     version: Version::default(),
                     extent: file.metadata()?.len().min(MAX_OBJECT_LEN),
+                    backing: None,
                 },
             };
             out.insert(oid, meta);
@@ -397,19 +481,30 @@ impl Inner {
         }
     }
 
-    fn read(&self, oid: ObjectId, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
+    fn read(&self, oid: ObjectId, offset: u64, len: usize) -> Result<ReadOut, StoreError> {
         Self::check_range(oid, offset, len as u64)?;
         let file = self.file(oid)?;
-        match layout::read_checked(&file, offset, len)? {
-            Ok(buf) => Ok(buf),
+        let read = match layout::read_checked(&file, offset, len)? {
+            Ok(read) => read,
             Err(_) => {
                 // Maybe a writer was between its data and its checksums:
                 // read again with writers held off before judging.
                 let _w = self.writer(oid);
                 layout::read_checked(&file, offset, len)?
-                    .map_err(|c| StoreError::Corrupt(oid, c.offset))
+                    .map_err(|c| StoreError::Corrupt(oid, c.offset))?
             }
-        }
+        };
+        // The backing is read after the blocks: a fill that ends between
+        // the two leaves blocks reported unwritten that the backing still
+        // supplies correctly (it never changes).
+        let from_backing = match self.meta(oid).and_then(|m| m.backing) {
+            Some(backing) if !read.unwritten.is_empty() => Some((backing, read.unwritten)),
+            _ => None,
+        };
+        Ok(ReadOut {
+            data: read.data,
+            from_backing,
+        })
     }
 
     fn write(
@@ -419,13 +514,22 @@ impl Inner {
         data: &[u8],
         sync: bool,
         write_id: u64,
+        base: &[(u64, Vec<u8>)],
     ) -> Result<(), StoreError> {
         Self::check_range(oid, offset, data.len() as u64)?;
         let file = self.file(oid)?;
         {
             let _w = self.writer(oid);
             let mut meta = self.meta(oid).ok_or(StoreError::NoObject(oid))?;
-            layout::write_checked(&file, offset, data)?;
+            if let Err(need) =
+                layout::write_checked(&file, offset, data, meta.backing.is_some(), base)?
+            {
+                return Err(StoreError::NeedBase {
+                    oid,
+                    backing: meta.backing.expect("only a backed copy needs a base"),
+                    blocks: need.blocks,
+                });
+            }
             meta.version = meta.version.next(write_id);
             meta.extent = meta.extent.max(offset + data.len() as u64);
             layout::write_meta(&file, &meta)?;
@@ -447,10 +551,15 @@ impl Inner {
         oid: ObjectId,
         offset: u64,
         data: &[u8],
-        version: Version,
-        mode: CreateMode,
-        sync: bool,
+        new: NewCopy,
+        base: &[(u64, Vec<u8>)],
     ) -> Result<(), StoreError> {
+        let NewCopy {
+            version,
+            backing,
+            mode,
+            sync,
+        } = new;
         Self::check_range(oid, offset, data.len() as u64)?;
         let final_path = self.path(oid);
         if mode == CreateMode::Exclusive && self.meta(oid).is_some() {
@@ -463,6 +572,7 @@ impl Inner {
         let meta = Meta {
             version,
             extent: offset + data.len() as u64,
+            backing,
         };
         let result = (|| -> Result<(), StoreError> {
             let file = OpenOptions::new()
@@ -470,7 +580,14 @@ impl Inner {
                 .write(true)
                 .create_new(true)
                 .open(&tmp)?;
-            layout::write_checked(&file, offset, data)?;
+            if let Err(need) = layout::write_checked(&file, offset, data, backing.is_some(), base)?
+            {
+                return Err(StoreError::NeedBase {
+                    oid,
+                    backing: backing.expect("only a backed copy needs a base"),
+                    blocks: need.blocks,
+                });
+            }
             layout::write_meta(&file, &meta)?;
             if sync {
                 // The content must be on disk before the name makes it
@@ -508,6 +625,29 @@ impl Inner {
             dirty.dir = true;
         }
         Ok(())
+    }
+
+    fn fill(&self, oid: ObjectId, backing: Backing, content: &[u8]) -> Result<bool, StoreError> {
+        Self::check_range(oid, 0, content.len() as u64)?;
+        let file = match self.file(oid) {
+            Ok(f) => f,
+            Err(StoreError::NoObject(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let _w = self.writer(oid);
+        let Some(mut meta) = self.meta(oid).filter(|m| m.backing == Some(backing)) else {
+            return Ok(false);
+        };
+        layout::fill_unwritten(&file, content)?;
+        // The blocks must be on disk before the header stops naming the
+        // backing object, which may be removed once this returns.
+        self.sync_file(&file)?;
+        meta.backing = None;
+        meta.extent = meta.extent.max(content.len() as u64);
+        layout::write_meta(&file, &meta)?;
+        self.sync_file(&file)?;
+        self.metas.lock().expect("metas lock").insert(oid, meta);
+        Ok(true)
     }
 
     fn remove(&self, oid: ObjectId) -> Result<(), StoreError> {

@@ -17,30 +17,50 @@ async fn create_read_write_remove() {
         Err(StoreError::NoObject(_))
     ));
     assert!(matches!(
-        s.write(oid, 0, Bytes::from_static(b"x"), true, 1).await,
+        s.write(oid, 0, Bytes::from_static(b"x"), true, 1, Vec::new())
+            .await,
         Err(StoreError::NoObject(_))
     ));
     let abcd = Bytes::from_static(b"abcd");
-    s.create(oid, 4096, abcd, CreateMode::Replace, true, 2)
-        .await
-        .unwrap();
-    assert_eq!(s.read(oid, 4094, 8).await.unwrap(), b"\0\0abcd\0\0");
-    s.write(oid, 4095, Bytes::from_static(b"Z"), false, 3)
+    s.create(
+        oid,
+        4096,
+        abcd,
+        CreateMode::Replace,
+        true,
+        2,
+        None,
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.read(oid, 4094, 8).await.unwrap().data, b"\0\0abcd\0\0");
+    s.write(oid, 4095, Bytes::from_static(b"Z"), false, 3, Vec::new())
         .await
         .unwrap();
     s.flush().await.unwrap();
-    assert_eq!(s.read(oid, 4094, 4).await.unwrap(), b"\0Zab");
+    assert_eq!(s.read(oid, 4094, 4).await.unwrap().data, b"\0Zab");
     assert_eq!(
         s.meta(oid).unwrap(),
         Meta {
             version: Version::created(2).next(3),
-            extent: 4100
+            extent: 4100,
+            backing: None,
         }
     );
     assert_eq!(s.list().len(), 1);
     assert!(matches!(
-        s.create(oid, 0, Bytes::new(), CreateMode::Exclusive, true, 4)
-            .await,
+        s.create(
+            oid,
+            0,
+            Bytes::new(),
+            CreateMode::Exclusive,
+            true,
+            4,
+            None,
+            Vec::new()
+        )
+        .await,
         Err(StoreError::Exists(_))
     ));
     s.remove(oid).await.unwrap();
@@ -55,10 +75,10 @@ async fn reopened_store_keeps_versions_and_suspects_every_copy() {
     {
         let s = ObjectStore::open(dir.path(), false).unwrap();
         let data = Bytes::from(vec![5u8; 10000]);
-        s.create(oid, 0, data, CreateMode::Replace, true, 9)
+        s.create(oid, 0, data, CreateMode::Replace, true, 9, None, Vec::new())
             .await
             .unwrap();
-        s.write(oid, 0, Bytes::from_static(b"hi"), true, 10)
+        s.write(oid, 0, Bytes::from_static(b"hi"), true, 10, Vec::new())
             .await
             .unwrap();
         assert!(!s.gate().is_unverified(oid), "a create is fresh");
@@ -75,7 +95,7 @@ async fn reopened_store_keeps_versions_and_suspects_every_copy() {
     assert!(!read.is_finished());
     // ...until recovery has verified the copy.
     s.gate().verified(oid);
-    assert_eq!(read.await.unwrap().unwrap(), b"hi");
+    assert_eq!(read.await.unwrap().unwrap().data, b"hi");
     let (v, _) = s.fetch(oid).await.unwrap();
     assert_eq!(v, Version::created(9).next(10));
 }
@@ -85,7 +105,7 @@ async fn corrupt_bytes_are_never_returned() {
     let (d, s) = store();
     let oid = ObjectId::data(3, 0);
     let data = Bytes::from(vec![1u8; 8192]);
-    s.create(oid, 0, data, CreateMode::Replace, true, 1)
+    s.create(oid, 0, data, CreateMode::Replace, true, 1, None, Vec::new())
         .await
         .unwrap();
     let path = d.path().join("obj").join(oid.to_string());
@@ -106,7 +126,7 @@ async fn corrupt_bytes_are_never_returned() {
         .await
         .unwrap();
     drop(guard);
-    assert_eq!(s.read(oid, 4000, 200).await.unwrap(), vec![1u8; 200]);
+    assert_eq!(s.read(oid, 4000, 200).await.unwrap().data, vec![1u8; 200]);
     assert!(s.scrub(oid).await.is_ok());
 }
 
@@ -114,10 +134,112 @@ async fn corrupt_bytes_are_never_returned() {
 async fn usage_counts_object_bytes() {
     let (_d, s) = store();
     let data = Bytes::from(vec![1u8; 1 << 20]);
-    s.create(ObjectId::data(1, 0), 0, data, CreateMode::Replace, false, 1)
-        .await
-        .unwrap();
+    s.create(
+        ObjectId::data(1, 0),
+        0,
+        data,
+        CreateMode::Replace,
+        false,
+        1,
+        None,
+        Vec::new(),
+    )
+    .await
+    .unwrap();
     let (used, free) = s.usage().await.unwrap();
     assert!(used >= 1 << 20);
     assert!(free > 0);
+}
+
+#[tokio::test]
+async fn backed_copies_report_what_they_never_wrote_and_fill() {
+    let (_d, s) = store();
+    let oid = ObjectId::data(9, 2);
+    let backing = Backing {
+        oid: ObjectId::data(8, 2).0,
+        copies: 2,
+    };
+    // A partial first write needs the rest of its block from the backing.
+    let err = s
+        .create(
+            oid,
+            4096 + 10,
+            Bytes::from_static(b"new"),
+            CreateMode::Exclusive,
+            true,
+            1,
+            Some(backing),
+            Vec::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NeedBase { backing: b, blocks, .. } if *b == backing && blocks == &[1]),
+        "{err:?}"
+    );
+    assert!(s.meta(oid).is_none(), "nothing was created");
+    s.create(
+        oid,
+        4096 + 10,
+        Bytes::from_static(b"new"),
+        CreateMode::Exclusive,
+        true,
+        1,
+        Some(backing),
+        vec![(1, vec![b'b'; 4096])],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.meta(oid).unwrap().backing, Some(backing));
+
+    let read = s.read(oid, 4096, 3 * 4096).await.unwrap();
+    assert_eq!(&read.data[..13], b"bbbbbbbbbbnew");
+    assert!(read.data[13..4096].iter().all(|b| *b == b'b'));
+    assert_eq!(
+        read.from_backing,
+        Some((backing, vec![(8192, 8192)])),
+        "blocks 2 and 3 read from the backing"
+    );
+    // A read inside written blocks needs nothing from the backing.
+    assert_eq!(s.read(oid, 4096, 100).await.unwrap().from_backing, None);
+
+    // Filling with another backing does nothing; with its own it makes the
+    // copy plain and keeps what was written.
+    let other = Backing { oid: 1, copies: 2 };
+    assert!(!s.fill(oid, other, Bytes::new()).await.unwrap());
+    let content = Bytes::from(vec![b'p'; 4 * 4096]);
+    assert!(s.fill(oid, backing, content).await.unwrap());
+    let meta = s.meta(oid).unwrap();
+    assert_eq!((meta.backing, meta.extent), (None, 4 * 4096));
+    let read = s.read(oid, 0, 4 * 4096).await.unwrap();
+    assert_eq!(read.from_backing, None);
+    assert!(read.data[..4096].iter().all(|b| *b == b'p'));
+    assert_eq!(&read.data[4096..4096 + 13], b"bbbbbbbbbbnew");
+    assert!(read.data[8192..].iter().all(|b| *b == b'p'));
+    assert_eq!(meta.version, Version::created(1), "a fill is not a write");
+}
+
+#[tokio::test]
+async fn a_fetch_of_a_backed_copy_always_names_its_backing() {
+    let (_d, s) = store();
+    let oid = ObjectId::data(9, 3);
+    let backing = Backing { oid: 77, copies: 1 };
+    let block = Bytes::from(vec![1u8; 4096]);
+    s.create(
+        oid,
+        0,
+        block,
+        CreateMode::Exclusive,
+        true,
+        1,
+        Some(backing),
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    // Every byte up to the extent is the copy's own, yet what lies past it
+    // is the backing's.
+    let (_, read) = s.fetch(oid).await.unwrap();
+    assert_eq!(read.data.len(), 4096);
+    assert_eq!(read.from_backing, Some((backing, Vec::new())));
 }

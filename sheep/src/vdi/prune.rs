@@ -8,8 +8,13 @@
 //! deleting a base or a snapshot leaves its clones working, and deleting
 //! every VDI leaves no object behind. This runs on the family's owner, one
 //! operation at a time, so no clone can take a reference meanwhile.
+//!
+//! A copy-on-write child's object may be *backed* by the object it was
+//! copied from (it holds only the blocks written into it; see
+//! `gateway::backing`). Before an object is freed, every member's own
+//! object at the same index, which may be such a child, is made plain.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,6 +29,12 @@ use crate::store::CreateMode;
 
 /// How many objects a delete or flatten works on at once.
 const PARALLELISM: usize = 16;
+
+/// An object to free, and the objects that may be backed by it.
+struct Garbage {
+    oid: ObjectId,
+    dependents: Vec<ObjectId>,
+}
 
 impl VdiService {
     pub(super) async fn delete_as_owner(&self, view: &View, r: &VdiRef) -> Result<u32, SheepError> {
@@ -45,7 +56,7 @@ impl VdiService {
         let copies = usize::from(header.nr_copies);
         self.gateway.remove(ObjectId::inode(vid), copies).await?;
         let mut removals = futures::stream::iter(garbage)
-            .map(|oid| self.gateway.remove(oid, copies))
+            .map(|g| self.free(g, copies))
             .buffer_unordered(PARALLELISM);
         while let Some(r) = removals.next().await {
             r?;
@@ -85,7 +96,7 @@ impl VdiService {
             pending = later;
         }
         let mut removals = futures::stream::iter(garbage)
-            .map(|oid| self.gateway.remove(oid, copies))
+            .map(|g| self.free(g, copies))
             .buffer_unordered(PARALLELISM);
         while let Some(r) = removals.next().await {
             r?;
@@ -93,10 +104,22 @@ impl VdiService {
         Ok(())
     }
 
+    /// Removes an object nobody references, after making plain the copies
+    /// that may read through to it.
+    async fn free(&self, garbage: Garbage, copies: usize) -> Result<(), SheepError> {
+        for child in &garbage.dependents {
+            self.gateway
+                .unback(*child, Some(garbage.oid), self.copies(child.vid()))
+                .await?;
+        }
+        self.gateway.remove(garbage.oid, copies).await
+    }
+
     /// The objects `index` references that no live member of `family`
-    /// references.
-    async fn unreferenced(&self, family: u32, index: &[u32]) -> Result<Vec<ObjectId>, SheepError> {
+    /// references, each with the members' own objects at its index.
+    async fn unreferenced(&self, family: u32, index: &[u32]) -> Result<Vec<Garbage>, SheepError> {
         let mut kept: HashSet<(u32, u32)> = HashSet::new();
+        let mut own: HashMap<u32, Vec<u32>> = HashMap::new();
         for (member, _) in self.registry.family(family) {
             let header = match self.read_header(member).await {
                 Ok(h) => h,
@@ -105,8 +128,14 @@ impl VdiService {
             };
             let theirs = self.read_index(member, &header).await?;
             for (idx, (mine, their)) in index.iter().zip(theirs.iter()).enumerate() {
-                if *mine != 0 && mine == their {
+                if *mine == 0 {
+                    continue;
+                }
+                if mine == their {
                     kept.insert((*mine, idx as u32));
+                }
+                if *their == member {
+                    own.entry(idx as u32).or_default().push(member);
                 }
             }
         }
@@ -114,7 +143,20 @@ impl VdiService {
             .iter()
             .enumerate()
             .filter(|(idx, owner)| **owner != 0 && !kept.contains(&(**owner, *idx as u32)))
-            .map(|(idx, owner)| ObjectId::data(*owner, idx as u32))
+            .map(|(idx, owner)| {
+                let idx = idx as u32;
+                let dependents = own
+                    .get(&idx)
+                    .into_iter()
+                    .flatten()
+                    .filter(|m| *m != owner)
+                    .map(|m| ObjectId::data(*m, idx))
+                    .collect();
+                Garbage {
+                    oid: ObjectId::data(*owner, idx),
+                    dependents,
+                }
+            })
             .collect())
     }
 
@@ -161,6 +203,20 @@ impl VdiService {
         while let Some(r) = copies_made.next().await {
             r?;
         }
+        // Objects this VDI copied on write may still read through to its
+        // ancestors' objects: make them plain before leaving the family.
+        let own: Vec<ObjectId> = index
+            .iter()
+            .enumerate()
+            .filter(|(_, owner)| **owner == vid)
+            .map(|(idx, _)| ObjectId::data(vid, idx as u32))
+            .collect();
+        let mut filled = futures::stream::iter(own)
+            .map(|oid| self.gateway.unback(oid, None, copies))
+            .buffer_unordered(PARALLELISM);
+        while let Some(r) = filled.next().await {
+            r?;
+        }
         header.parent_vdi_id = 0;
         self.gateway
             .write(
@@ -194,8 +250,8 @@ impl VdiService {
                 .iter()
                 .map(|owner| if *owner == vid { 0 } else { *owner })
                 .collect();
-            for oid in self.unreferenced(old_family, &released).await? {
-                self.gateway.remove(oid, copies).await?;
+            for garbage in self.unreferenced(old_family, &released).await? {
+                self.free(garbage, copies).await?;
             }
         }
         tracing::info!(name = %r.name, vid = format_args!("{vid:x}"), "flattened VDI");
@@ -228,8 +284,13 @@ impl VdiService {
             .await
         {
             Ok(()) => {}
-            // The VDI wrote there first (copy-on-write): its copy is newer.
-            Err(e) if e.result() == SdResult::OID_EXIST => {}
+            // The VDI wrote there first (copy-on-write): its copy is newer,
+            // but may read through to the ancestor's object.
+            Err(e) if e.result() == SdResult::OID_EXIST => {
+                self.gateway
+                    .unback(ObjectId::data(vid, idx), None, copies)
+                    .await?
+            }
             Err(e) => return Err(e),
         }
         // Point the index at the copy (a client's copy-on-write sets the

@@ -321,11 +321,22 @@ impl Volume {
                         .await,
                 ),
                 parent => {
+                    // The parent is a snapshot (only snapshots have
+                    // children), so the new object can read through to it.
                     let src = ObjectId::data(parent, idx);
-                    let size = self.object_size();
                     Some(
                         self.gateway
-                            .create_from(oid, src, copies, size, start, data.clone(), copies, fua)
+                            .create_from(
+                                oid,
+                                src,
+                                self.vdis.copies(parent),
+                                self.vdis.is_snapshot(parent),
+                                start,
+                                data.clone(),
+                                copies,
+                                fua,
+                                CreateMode::Exclusive,
+                            )
                             .await,
                     )
                 }

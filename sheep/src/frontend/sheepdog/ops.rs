@@ -16,6 +16,7 @@ use crate::cluster::Member;
 use crate::error::SheepError;
 use crate::format::ClusterConfig;
 use crate::node::{NodeStatus, Sheep};
+use crate::store::CreateMode;
 use crate::vdi::{AttachMode, AttachState, LockOp, NewVdi, VdiRef};
 
 type OpResult = Result<Bytes, SheepError>;
@@ -352,9 +353,22 @@ async fn create_and_write_obj(sheep: &Sheep, req: &SdRequest, data: Bytes) -> Op
             return Err(SdResult::INVALID_PARMS.into());
         }
         let src_copies = sheep.vdis.copies(src.vid());
+        // Only a snapshot's object is sure never to change under a copy
+        // that reads through to it.
+        let immutable = src.is_data() && sheep.vdis.is_snapshot(src.vid());
         sheep
             .gateway
-            .create_from(oid, src, src_copies, size, args.offset, data, copies, sync)
+            .create_from(
+                oid,
+                src,
+                src_copies,
+                immutable,
+                args.offset,
+                data,
+                copies,
+                sync,
+                CreateMode::Replace,
+            )
             .await?;
     } else {
         sheep
