@@ -173,11 +173,36 @@ fn table_offset(block: u64) -> u64 {
     TRAILER + HEADER_LEN + block * 4
 }
 
+/// Whether a read may wait for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// It may (the caller runs on a thread allowed to block).
+    Yes,
+    /// It may not: it fails with [`ErrorKind::WouldBlock`] unless every
+    /// byte is in the page cache (`RWF_NOWAIT`).
+    No,
+}
+
 /// Reads `len` bytes at `offset` (zeros past the end).
 fn read_raw(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    read_raw_with(file, buf, offset, Wait::Yes)
+}
+
+fn read_raw_with(file: &File, buf: &mut [u8], offset: u64, wait: Wait) -> io::Result<()> {
     let mut done = 0;
     while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
+        let at = offset + done as u64;
+        let r = match wait {
+            Wait::Yes => file.read_at(&mut buf[done..], at),
+            Wait::No => rustix::io::preadv2(
+                file,
+                &mut [io::IoSliceMut::new(&mut buf[done..])],
+                at,
+                rustix::io::ReadWriteFlags::NOWAIT,
+            )
+            .map_err(io::Error::from),
+        };
+        match r {
             Ok(0) => {
                 buf[done..].fill(0);
                 break;
@@ -191,8 +216,12 @@ fn read_raw(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
 }
 
 fn read_table(file: &File, first: u64, count: usize) -> io::Result<Vec<u32>> {
+    read_table_with(file, first, count, Wait::Yes)
+}
+
+fn read_table_with(file: &File, first: u64, count: usize, wait: Wait) -> io::Result<Vec<u32>> {
     let mut raw = vec![0u8; count * 4];
-    read_raw(file, &mut raw, table_offset(first))?;
+    read_raw_with(file, &mut raw, table_offset(first), wait)?;
     Ok(raw
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
@@ -212,6 +241,16 @@ pub struct Read {
 
 /// Reads `len` bytes at `offset`, checking every block it touches.
 pub fn read_checked(file: &File, offset: u64, len: usize) -> io::Result<Result<Read, Corrupt>> {
+    read_checked_with(file, offset, len, Wait::Yes)
+}
+
+/// [`read_checked`], waiting for the disk or not.
+pub fn read_checked_with(
+    file: &File,
+    offset: u64,
+    len: usize,
+    wait: Wait,
+) -> io::Result<Result<Read, Corrupt>> {
     if len == 0 {
         return Ok(Ok(Read::default()));
     }
@@ -221,8 +260,8 @@ pub fn read_checked(file: &File, offset: u64, len: usize) -> io::Result<Result<R
     let nblocks = (last - first + 1) as usize;
     let start = first * BLOCK;
     let mut buf = vec![0u8; nblocks * BLOCK as usize];
-    read_raw(file, &mut buf, start)?;
-    let table = read_table(file, first, nblocks)?;
+    read_raw_with(file, &mut buf, start, wait)?;
+    let table = read_table_with(file, first, nblocks, wait)?;
     let mut unwritten: Vec<(u64, u64)> = Vec::new();
     for (i, (block, want)) in buf.chunks_exact(BLOCK as usize).zip(&table).enumerate() {
         let bs = start + i as u64 * BLOCK;

@@ -13,9 +13,10 @@
 //! object's blocks in.
 //!
 //! Durability (unless the daemon runs with `-n`):
-//! - A created object is written to a temporary file in `obj/.tmp`, fsynced,
-//!   renamed into place and the directory fsynced, so after a crash an object
-//!   either exists whole or not at all.
+//! - A created object is written to a temporary file in `obj/` (made ahead
+//!   of need, see [`pool`]), fsynced, renamed into place and the directory
+//!   fsynced, so after a crash an object either exists whole or not at
+//!   all.
 //! - A partial write is `pwrite` (data, checksums, version) then `fdatasync`
 //!   when the client asked for a synchronous write. Writes that did not ask
 //!   are remembered as dirty and synced by the next [`ObjectStore::flush`].
@@ -29,6 +30,7 @@
 
 pub mod gate;
 pub mod layout;
+mod pool;
 
 pub use gate::Gate;
 pub use layout::{Backing, Meta, Version, MAX_OBJECT_LEN};
@@ -38,7 +40,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use qemu_proto::ObjectId;
@@ -129,6 +130,10 @@ const OPEN_FILES: usize = 1024;
 /// [`ObjectStore::write`]).
 const INLINE_WRITE: usize = 64 << 10;
 
+/// Reads up to this size try the page cache on the calling task first
+/// (see [`ObjectStore::read`]).
+const INLINE_READ: usize = 64 << 10;
+
 /// Stripes of the writers' lock.
 const WRITER_STRIPES: usize = 256;
 
@@ -140,10 +145,9 @@ pub struct ObjectStore {
 
 struct Inner {
     obj_dir: PathBuf,
-    tmp_dir: PathBuf,
     nosync: bool,
     dirty: Mutex<Dirty>,
-    tmp_seq: AtomicU64,
+    pool: Arc<pool::FilePool>,
     /// Version and extent of every object held (the source of truth is each
     /// file's header; this mirrors it).
     metas: Mutex<HashMap<ObjectId, Meta>>,
@@ -158,17 +162,23 @@ impl ObjectStore {
     /// down.
     pub fn open(store_dir: &Path, nosync: bool) -> io::Result<Self> {
         let obj_dir = store_dir.join("obj");
-        let tmp_dir = obj_dir.join(".tmp");
-        std::fs::create_dir_all(&tmp_dir)?;
-        for e in std::fs::read_dir(&tmp_dir)? {
-            let _ = std::fs::remove_file(e?.path());
+        std::fs::create_dir_all(&obj_dir)?;
+        // Half-made objects and unused pooled files of an earlier run (and
+        // the temporary directory of older versions).
+        let _ = std::fs::remove_dir_all(obj_dir.join(".tmp"));
+        for e in std::fs::read_dir(&obj_dir)? {
+            let e = e?;
+            if pool::FilePool::owns(&e.file_name()) {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
+        let pool = pool::FilePool::new(obj_dir.clone());
+        pool.start()?;
         let inner = Inner {
             obj_dir,
-            tmp_dir,
             nosync,
             dirty: Mutex::new(Dirty::default()),
-            tmp_seq: AtomicU64::new(0),
+            pool,
             metas: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
             writers: (0..WRITER_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -216,6 +226,18 @@ impl ObjectStore {
         len: usize,
     ) -> Result<ReadOut, StoreError> {
         let guard = self.gate.client(oid).await?;
+        if len <= INLINE_READ {
+            // Served here if every byte is in the page cache; a read that
+            // would wait for the disk goes to the blocking pool instead.
+            match self.inner.read_with(oid, offset, len, layout::Wait::No) {
+                // Would block (or the kernel cannot tell without trying):
+                // the blocking pool reads it, and reports real errors.
+                Err(StoreError::Io(_)) => {}
+                // A bad block is judged again below, with writers held off.
+                Err(StoreError::Corrupt(..)) => {}
+                r => return r,
+            }
+        }
         let r = self.blocking(move |s| s.read(oid, offset, len)).await;
         drop(guard);
         self.on_corrupt(&r);
@@ -267,6 +289,12 @@ impl ObjectStore {
             mode,
             sync,
         };
+        if !sync && data.len() <= INLINE_WRITE {
+            // As for small writes: with a file made ahead (see [`pool`]),
+            // an unsynced create is a few page-cache writes and a rename,
+            // cheaper here than through the blocking pool.
+            return self.inner.create(oid, offset, &data, new, &base);
+        }
         self.blocking(move |s| s.create(oid, offset, &data, new, &base))
             .await
     }
@@ -482,10 +510,21 @@ impl Inner {
     }
 
     fn read(&self, oid: ObjectId, offset: u64, len: usize) -> Result<ReadOut, StoreError> {
+        self.read_with(oid, offset, len, layout::Wait::Yes)
+    }
+
+    fn read_with(
+        &self,
+        oid: ObjectId,
+        offset: u64,
+        len: usize,
+        wait: layout::Wait,
+    ) -> Result<ReadOut, StoreError> {
         Self::check_range(oid, offset, len as u64)?;
         let file = self.file(oid)?;
-        let read = match layout::read_checked(&file, offset, len)? {
+        let read = match layout::read_checked_with(&file, offset, len, wait)? {
             Ok(read) => read,
+            Err(c) if wait == layout::Wait::No => return Err(StoreError::Corrupt(oid, c.offset)),
             Err(_) => {
                 // Maybe a writer was between its data and its checksums:
                 // read again with writers held off before judging.
@@ -565,21 +604,13 @@ impl Inner {
         if mode == CreateMode::Exclusive && self.meta(oid).is_some() {
             return Err(StoreError::Exists(oid));
         }
-        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .tmp_dir
-            .join(format!("{oid}.{}.{seq}", std::process::id()));
         let meta = Meta {
             version,
             extent: offset + data.len() as u64,
             backing,
         };
+        let (tmp, file) = self.pool.take()?;
         let result = (|| -> Result<(), StoreError> {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&tmp)?;
             if let Err(need) = layout::write_checked(&file, offset, data, backing.is_some(), base)?
             {
                 return Err(StoreError::NeedBase {
@@ -599,12 +630,10 @@ impl Inner {
             match mode {
                 CreateMode::Replace => std::fs::rename(&tmp, &final_path)?,
                 CreateMode::Exclusive => {
-                    // link() refuses to replace, unlike rename().
-                    std::fs::hard_link(&tmp, &final_path).map_err(|e| match e.kind() {
+                    rename_noreplace(&tmp, &final_path).map_err(|e| match e.kind() {
                         ErrorKind::AlreadyExists => StoreError::Exists(oid),
                         _ => StoreError::Io(e),
-                    })?;
-                    std::fs::remove_file(&tmp)?;
+                    })?
                 }
             }
             // The old handle (if any) points at the replaced file.
@@ -712,6 +741,21 @@ impl Inner {
             return Ok(());
         }
         File::open(&self.obj_dir)?.sync_all()
+    }
+}
+
+/// Renames `from` to `to` unless `to` exists (`AlreadyExists` then), in one
+/// step where the file system can; else link and unlink, which refuse to
+/// replace too.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+            std::fs::hard_link(from, to)?;
+            std::fs::remove_file(from)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
