@@ -6,13 +6,17 @@
 #   bench/recovery.sh [HELD_GIB [FIO_SECONDS]]    (defaults 4 8)
 #
 # 1. A VDI is filled with random data (nbdcopy over NBD) so that node 3 holds about HELD_GIB of
-#    object data (copies 3 of 4 nodes: the VDI is 4/3 of that).
+#    object data (copies 3 of 4 nodes: the VDI is 4/3 of that). A second VDI, `lat`, 1 GiB, is
+#    filled too, so the latency jobs write into allocated objects.
 # 2. Idle baseline: fio (ioengine=nbd, 4 KiB random writes, iodepth 1, a flush after each write)
-#    on a second VDI through node 0 for FIO_SECONDS; completion latency p50 and mean.
-# 3. `kill -9` node 3; the same fio job starts at once (during recovery), and the time until
-#    every object has 3 copies across the survivors' store directories is measured from the kill.
-#    Throughput = bytes node 3 held / that time.
-# 4. Baseline: `cp` of a HELD_GIB file on the same disk + `sync`.
+#    on `lat` through node 0 for FIO_SECONDS. Latency of a write and its flush: the mean over
+#    the job (runtime divided by writes) and the sum of fio's p50 write and p50 flush latency.
+# 3. Throughput: `kill -9` node 3 and time, from the kill (so failure detection is included),
+#    until every object has 3 copies across the survivors' store directories. Throughput =
+#    bytes node 3 held / that time. Baseline: `cp` of as many bytes on the same disk + `sync`.
+# 4. Latency during recovery: node 3 comes back with an empty store (a replaced disk); while the
+#    cluster moves its share of the objects back onto it, the fio job of step 2 runs again. The
+#    script checks that the recovery outlasted the fio job.
 # Targets: recovery >= 0.5 x cp throughput; latency during recovery <= 2 x idle.
 set -euo pipefail
 
@@ -29,7 +33,7 @@ pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$work"
+    if [ -n "${KEEP_WORK:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 cd "$work"
@@ -58,13 +62,19 @@ dog vdi create data "${vdi_mib}M"
 nbdcopy data.raw "nbd://127.0.0.1:$((base + 200))/data"
 rm data.raw
 dog vdi create lat 1G
+head -c 1G /dev/urandom >lat.raw
+nbdcopy lat.raw "nbd://127.0.0.1:$((base + 200))/lat"
+rm lat.raw
 
 fio_job() {
     fio --name=lat --ioengine=nbd --uri="nbd://127.0.0.1:$((base + 200))/lat" --rw=randwrite \
         --bs=4k --iodepth=1 --fsync=1 --size=1G --time_based --runtime="$1" \
         --output-format=json --output="fio-$1-$RANDOM.json" >/dev/null 2>&1
-    jq -r '.jobs[0].write.clat_ns | "\(.percentile["50.000000"] / 1000) \(.mean / 1000)"' \
-        "$(ls -t fio-*.json | head -1)"
+    jq -r '.jobs[0]
+        | ((.write.clat_ns.percentile["50.000000"] + (.sync.lat_ns.percentile["50.000000"] // 0))
+            / 1000) as $p50
+        | (.job_runtime * 1000 / .write.total_ios) as $mean
+        | "\($p50) \($mean)"' "$(ls -t fio-*.json | head -1)"
 }
 
 # 2. Idle latency.
@@ -75,11 +85,9 @@ n3_objects=$(objects 3)
 n3_bytes=$((n3_objects * 4 * 1024 * 1024))
 total_objects=$(( $(objects 0) + $(objects 1) + $(objects 2) + n3_objects ))
 
-# 3. Kill node 3, measure recovery and latency during it.
+# 3. Kill node 3, measure recovery without client load.
 start=$EPOCHREALTIME
 kill -9 "${pids[3]}"
-fio_job "$fio_s" >fio_during &
-fio_pid=$!
 while :; do
     have=$(( $(objects 0) + $(objects 1) + $(objects 2) ))
     [ "$have" -ge "$total_objects" ] && break
@@ -90,12 +98,36 @@ while :; do
     fi
 done
 end=$EPOCHREALTIME
-wait "$fio_pid"
-read -r rec_p50 rec_mean <fio_during
 rec_s=$(echo "$end - $start" | bc -l)
 rec_mbs=$(echo "$n3_bytes / 1048576 / $rec_s" | bc -l)
 
-# 4. cp baseline of the same amount of data.
+# 4. Node 3 returns with an empty store; latency while its share moves back onto it.
+rm -rf "$work/n3"
+"$bin/sheep" -b 127.0.0.1 -p $((base + 3)) --gossip-port $((base + 103)) \
+    --nbd-port $((base + 203)) -z 3 -c "local:$work/local" --recovery-grace 0 \
+    "$work/n3" >"$work/n3.log" 2>&1 &
+pids[3]=$!
+back=$EPOCHREALTIME
+until [ "$(objects 3)" -gt 0 ]; do
+    sleep 0.05
+    if [ "$(echo "$EPOCHREALTIME - $back > 60" | bc)" = 1 ]; then
+        echo "node 3 received nothing in 60 s" >&2
+        exit 1
+    fi
+done
+read -r rec_p50 rec_mean < <(fio_job "$fio_s")
+fio_end=$EPOCHREALTIME
+# The move is done when node 3 holds its share and the others dropped theirs.
+while [ $(( $(objects 0) + $(objects 1) + $(objects 2) + $(objects 3) )) -ne "$total_objects" ]; do
+    sleep 0.1
+done
+moved_s=$(echo "$EPOCHREALTIME - $back" | bc -l)
+fio_s_actual=$(echo "$fio_end - $back" | bc -l)
+if [ "$(echo "$moved_s < $fio_s_actual" | bc)" = 1 ]; then
+    echo "warning: the move back (${moved_s} s) ended before the fio job (${fio_s_actual} s)" >&2
+fi
+
+# 5. cp baseline of as many bytes as node 3 held.
 head -c "$n3_bytes" /dev/urandom >held.raw
 sync
 cs=$EPOCHREALTIME
@@ -108,9 +140,10 @@ printf '| measurement | Sheepfold | baseline (same run) | ratio |\n|---|---|---|
 printf '| restore 3 copies after kill -9 of a node holding %.2f GiB (s) | %.2f | `cp` + sync of as much: %.2f | |\n' \
     "$(echo "$n3_bytes / 1073741824" | bc -l)" "$rec_s" "$cp_s"
 printf '| recovery throughput (MB/s) | %.1f | `cp`: %.1f | %s |\n' "$rec_mbs" "$cp_mbs" "$(ratio "$rec_mbs" "$cp_mbs")"
-printf '| 4 KiB write + flush, QD1, p50 (µs) | during recovery: %.0f | idle: %.0f | %s |\n' \
+printf '| 4 KiB write + flush, QD1, p50 (µs) | during the move back: %.0f | idle: %.0f | %s |\n' \
     "$rec_p50" "$idle_p50" "$(ratio "$rec_p50" "$idle_p50")"
-printf '| 4 KiB write + flush, QD1, mean (µs) | during recovery: %.0f | idle: %.0f | %s |\n' \
+printf '| 4 KiB write + flush, QD1, mean (µs) | during the move back: %.0f | idle: %.0f | %s |\n' \
     "$rec_mean" "$idle_mean" "$(ratio "$rec_mean" "$idle_mean")"
 echo
-echo "Command: bench/recovery.sh $held_gib $fio_s; throttle: $(dog node recovery get-throttle 2>&1 | head -1)"
+echo "Command: bench/recovery.sh $held_gib $fio_s; throttle: $(dog node recovery get-throttle 2>&1 | head -1);" \
+    "the move back took $(printf %.1f "$moved_s") s, the fio job ran for the first $(printf %.1f "$fio_s_actual") s of it."

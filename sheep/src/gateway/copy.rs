@@ -24,6 +24,10 @@ use super::{Gateway, ObjectReply, ObjectRpc};
 const PULL_ATTEMPTS: usize = 3;
 const PULL_RETRY: Duration = Duration::from_millis(100);
 
+/// Client I/O this recent makes background copies yield to it (paced
+/// installs here, fewer pulls at once in recovery).
+pub const CLIENTS_ACTIVE: Duration = Duration::from_millis(500);
+
 /// Bytes moved by object copies since the daemon started.
 #[derive(Default)]
 pub struct CopyCounters {
@@ -135,8 +139,11 @@ impl Gateway {
                 }
             }
             let len = data.len() as u64;
+            // While clients use this node, make the copy durable in small
+            // steps, so their flushes never wait behind a whole object.
+            let paced = store.clients_active_within(CLIENTS_ACTIVE);
             store
-                .install(oid, version, data, CreateMode::Replace)
+                .install(oid, version, data, CreateMode::Replace, paced)
                 .await?;
             self.counters.count_received(len);
             tracing::debug!(%oid, %version, "installed a copy");

@@ -19,7 +19,7 @@ mod backing;
 mod copy;
 mod replica;
 
-pub use copy::CopyCounters;
+pub use copy::{CopyCounters, CLIENTS_ACTIVE};
 pub use replica::{CopyState, ObjectReply, ObjectRpc, ScrubState};
 
 use std::net::SocketAddr;

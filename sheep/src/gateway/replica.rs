@@ -227,7 +227,7 @@ impl Gateway {
             ObjectRpc::Install { oid, version } => {
                 let len = data.len() as u64;
                 store
-                    .install(ObjectId(oid), version, data, CreateMode::Exclusive)
+                    .install(ObjectId(oid), version, data, CreateMode::Exclusive, false)
                     .await?;
                 self.counters.count_received(len);
                 done(Vec::new())

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use qemu_proto::ObjectId;
 
 use crate::cluster::View;
 use crate::error::SheepError;
-use crate::gateway::{CopyState, ObjectReply, ObjectRpc};
+use crate::gateway::{CopyState, ObjectReply, ObjectRpc, CLIENTS_ACTIVE};
 
 use super::{best_version, needs_pull, sources, Holdings, Recovery, RecoveryPhase};
 
@@ -19,8 +20,12 @@ use super::{best_version, needs_pull, sources, Holdings, Recovery, RecoveryPhase
 /// view, the node not running, recovery paused, the disk too full).
 const WAIT: Duration = Duration::from_millis(300);
 
-/// Objects pulled at once when unthrottled.
+/// Objects pulled at once when unthrottled and no client uses the node.
 const PARALLEL_PULLS: usize = 4;
+
+/// How often a pass that may not start a pull now (throttled, or yielding
+/// to clients) looks again.
+const PACE_CHECK: Duration = Duration::from_millis(10);
 
 /// How a pass ended.
 enum Outcome {
@@ -175,14 +180,18 @@ impl Recovery {
         Ok(holdings)
     }
 
-    /// Pulls every object of the plan, throttled, several at a time.
+    /// Pulls every object of the plan, throttled, several at a time: up to
+    /// [`PARALLEL_PULLS`] while no client uses this node, one at a time
+    /// while clients do (their I/O comes first).
     async fn pull_all(
         &self,
         view: &View,
         pulls: Vec<(ObjectId, Vec<SocketAddr>)>,
         views: &mut tokio::sync::watch::Receiver<Arc<View>>,
     ) -> Result<Outcome, SheepError> {
-        let mut queue = pulls.into_iter();
+        let store = self.gateway.store().expect("a storing node");
+        let mut queue = pulls.into_iter().peekable();
+        let mut running = futures::stream::FuturesUnordered::new();
         let mut window = (Instant::now(), 0u32);
         loop {
             // Wait while paused or too full; a view change ends the pass.
@@ -193,44 +202,42 @@ impl Recovery {
                     _ = tokio::time::sleep(WAIT) => {}
                 }
             }
-            let throttle = self.control.throttle();
-            let batch_len = if throttle.is_unthrottled() {
-                PARALLEL_PULLS
+            let limit = if store.clients_active_within(CLIENTS_ACTIVE) {
+                1
             } else {
+                PARALLEL_PULLS
+            };
+            let throttle = self.control.throttle();
+            let mut may_start = running.len() < limit && queue.peek().is_some();
+            if may_start && !throttle.is_unthrottled() {
                 let interval = Duration::from_millis(throttle.interval_ms);
                 if window.0.elapsed() >= interval {
                     window = (Instant::now(), 0);
                 }
-                if window.1 >= throttle.max {
-                    let rest = interval.saturating_sub(window.0.elapsed());
-                    tokio::select! {
-                        _ = views.changed() => return Ok(Outcome::Superseded),
-                        _ = tokio::time::sleep(rest) => {}
-                    }
-                    continue;
-                }
-                ((throttle.max - window.1) as usize).min(PARALLEL_PULLS)
-            };
-            let batch: Vec<_> = queue.by_ref().take(batch_len).collect();
-            if batch.is_empty() {
+                may_start = window.1 < throttle.max;
+            }
+            if may_start {
+                let (oid, from) = queue.next().expect("peeked");
+                window.1 += 1;
+                running.push(async move { self.gateway.pull(view.id, oid, &from, false).await });
+                continue;
+            }
+            if running.is_empty() && queue.peek().is_none() {
                 return Ok(Outcome::Done);
             }
-            window.1 += batch.len() as u32;
-            let done = batch.len() as u64;
-            let calls = batch
-                .iter()
-                .map(|(oid, from)| self.gateway.pull(view.id, *oid, from, false));
-            for r in futures::future::join_all(calls).await {
-                if let Err(e) = r {
-                    if e.is_transient() {
-                        return Err(e);
+            tokio::select! {
+                _ = views.changed() => return Ok(Outcome::Superseded),
+                done = running.next(), if !running.is_empty() => {
+                    if let Some(Err(e)) = done {
+                        if e.is_transient() {
+                            return Err(e);
+                        }
+                        tracing::warn!("recovering an object: {e}");
                     }
-                    tracing::warn!("recovering an object: {e}");
+                    self.control.update_status(|s| s.finished += 1);
                 }
-            }
-            self.control.update_status(|s| s.finished += done);
-            if views.has_changed().unwrap_or(true) {
-                return Ok(Outcome::Superseded);
+                // Throttled, or yielding to clients: look again shortly.
+                _ = tokio::time::sleep(PACE_CHECK) => {}
             }
         }
     }

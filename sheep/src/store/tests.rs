@@ -122,7 +122,7 @@ async fn corrupt_bytes_are_never_returned() {
     // Installing a good copy under the exclusive lock repairs it.
     let guard = s.gate().exclusive(oid).await;
     let good = Bytes::from(vec![1u8; 8192]);
-    s.install(oid, Version::created(1), good, CreateMode::Replace)
+    s.install(oid, Version::created(1), good, CreateMode::Replace, true)
         .await
         .unwrap();
     drop(guard);
@@ -242,4 +242,28 @@ async fn a_fetch_of_a_backed_copy_always_names_its_backing() {
     let (_, read) = s.fetch(oid).await.unwrap();
     assert_eq!(read.data.len(), 4096);
     assert_eq!(read.from_backing, Some((backing, Vec::new())));
+}
+
+#[tokio::test]
+async fn a_paced_install_writes_the_whole_copy() {
+    let (_d, s) = store();
+    let oid = ObjectId::data(5, 5);
+    let data = Bytes::from(
+        (0..(1 << 20) + 100)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    s.install(
+        oid,
+        Version::created(3),
+        data.clone(),
+        CreateMode::Replace,
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.meta(oid).unwrap().extent, data.len() as u64);
+    let (version, read) = s.fetch(oid).await.unwrap();
+    assert_eq!((version, &read.data[..]), (Version::created(3), &data[..]));
+    assert!(s.scrub(oid).await.is_ok());
 }
