@@ -668,7 +668,7 @@ impl Inner {
         };
         let (tmp, file) = self.pool.take()?;
         let result = (|| -> Result<(), StoreError> {
-            if paced && sync && backing.is_none() && offset % PACE as u64 == 0 {
+            if paced && sync && backing.is_none() && offset.is_multiple_of(PACE as u64) {
                 for (i, chunk) in data.chunks(PACE).enumerate() {
                     let at = offset + (i * PACE) as u64;
                     layout::write_checked(&file, at, chunk, false, &[])?
