@@ -1,5 +1,6 @@
 use super::*;
 use bytes::Bytes;
+use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 
 fn store() -> (tempfile::TempDir, ObjectStore) {
