@@ -25,7 +25,7 @@ trap cleanup EXIT
 
 base=$((20000 + RANDOM % 20000))
 for i in 0 1 2; do
-    "$bin/sheep" -b 127.0.0.1 -p $((base + i)) --gossip-port $((base + 100 + i)) --nbd-port 0 -z "$i" \
+    "$bin/sheep" ${SHEEP_OPTS:-} -b 127.0.0.1 -p $((base + i)) --gossip-port $((base + 100 + i)) --nbd-port 0 -z "$i" \
         -c "local:$work/local" "$work/n$i" >"$work/n$i.log" 2>&1 &
     pids+=($!)
 done

@@ -24,11 +24,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Files the pool keeps ready.
-const TARGET: usize = 256;
+const TARGET: usize = 1024;
 /// The refiller wakes when fewer than this are left.
 const LOW_WATER: usize = 3 * TARGET / 4;
 /// Below this the refiller works even while files are being taken.
-const CRITICAL: usize = TARGET / 4;
+const CRITICAL: usize = TARGET / 16;
 /// How long creates must pause before the refiller works (above
 /// [`CRITICAL`]).
 const QUIET: Duration = Duration::from_millis(200);

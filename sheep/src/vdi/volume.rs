@@ -10,7 +10,9 @@
 //! - Allocating an object (first write, or copy-on-write of a parent's
 //!   object) runs under a per-object lock: create the object on its
 //!   replicas, then point the inode's index entry at it, then update the
-//!   cache. A crash in between leaves at worst an unreferenced object.
+//!   cache. A crash in between leaves at worst an unreferenced object. (An
+//!   unsynced allocation that no other sheep may be reading creates the
+//!   object and points the index in parallel: see [`Volume::allocate`].)
 //! - Freeing runs the other way: the index entry is cleared first, then the
 //!   object removed, so a reader never follows an index to a missing object.
 //! - Durability follows the client: with FUA each step is synced on every
@@ -306,9 +308,30 @@ impl Volume {
             // Another node may have allocated or copied this object since
             // we cached the index: ask the inode before making one.
             self.refresh(idx, 1).await?;
-            let made = match self.owner(idx) {
-                owner if owner == vid => None,
-                0 => Some(
+            let previous = self.owner(idx);
+            if previous != vid {
+                return self.allocate(idx, previous, start, data, fua).await;
+            }
+        }
+        self.gateway.write(oid, start, data, copies, fua).await
+    }
+
+    /// Makes this VDI's own object `idx`, holding `data` at `start` (a fresh
+    /// object, or a copy-on-write one backed by `previous`'s), and points
+    /// the index at it.
+    async fn allocate(
+        &self,
+        idx: u32,
+        previous: u32,
+        start: u64,
+        data: Bytes,
+        fua: bool,
+    ) -> Result<(), SheepError> {
+        let (vid, copies) = (self.vid(), self.copies());
+        let oid = ObjectId::data(vid, idx);
+        let create = async {
+            match previous {
+                0 => {
                     self.gateway
                         .create_with_mode(
                             oid,
@@ -318,46 +341,75 @@ impl Volume {
                             fua,
                             CreateMode::Exclusive,
                         )
-                        .await,
-                ),
+                        .await
+                }
+                // The parent is a snapshot (only snapshots have children),
+                // so the new object can read through to it.
                 parent => {
-                    // The parent is a snapshot (only snapshots have
-                    // children), so the new object can read through to it.
-                    let src = ObjectId::data(parent, idx);
-                    Some(
-                        self.gateway
-                            .create_from(
-                                oid,
-                                src,
-                                self.vdis.copies(parent),
-                                self.vdis.is_snapshot(parent),
-                                start,
-                                data.clone(),
-                                copies,
-                                fua,
-                                CreateMode::Exclusive,
-                            )
-                            .await,
-                    )
+                    self.gateway
+                        .create_from(
+                            oid,
+                            ObjectId::data(parent, idx),
+                            self.vdis.copies(parent),
+                            self.vdis.is_snapshot(parent),
+                            start,
+                            data.clone(),
+                            copies,
+                            fua,
+                            CreateMode::Exclusive,
+                        )
+                        .await
                 }
-            };
-            match made {
-                None => {}
-                Some(Ok(())) => return self.set_owner(idx, vid, fua).await,
-                // Made by another node in the meantime: write into it and
-                // point the index at it (the same value that node sets).
-                Some(Err(e)) if e.result() == SdResult::OID_EXIST => {
-                    self.gateway.write(oid, start, data, copies, fua).await?;
-                    return self.set_owner(idx, vid, fua).await;
-                }
-                Some(Err(e)) => return Err(e),
             }
+        };
+        // The object must exist before the index names it for whoever may
+        // follow the index meanwhile (a sheep serving the VDI elsewhere, in
+        // coherent mode) and, for a synced write, after a crash. An
+        // unsynced write read only through this volume has neither: no
+        // order between two unsynced writes survives a crash anyway, and
+        // this volume's cache names the object only once both are done. So
+        // then the object and its index entry go out together.
+        let made = if fua || self.is_coherent() {
+            let made = create.await;
+            if made.is_ok() {
+                self.point_index(idx, vid, fua).await?;
+            }
+            made
+        } else {
+            let (made, pointed) = tokio::join!(create, self.point_index(idx, vid, fua));
+            if let Err(e) = &made {
+                if e.result() != SdResult::OID_EXIST {
+                    // Nothing was made: point the index back where it was.
+                    let _ = self.point_index(idx, previous, fua).await;
+                }
+            }
+            pointed?;
+            made
+        };
+        match made {
+            Ok(()) => {}
+            // Made by another node in the meantime: write into it and point
+            // the index at it (the same value that node sets).
+            Err(e) if e.result() == SdResult::OID_EXIST => {
+                self.gateway.write(oid, start, data, copies, fua).await?;
+                self.point_index(idx, vid, fua).await?;
+            }
+            Err(e) => return Err(e),
         }
-        self.gateway.write(oid, start, data, copies, fua).await
+        self.cache_owner(vid, idx, vid);
+        Ok(())
     }
 
     /// Points index entry `idx` at `owner` in the inode, then in the cache.
     async fn set_owner(&self, idx: u32, owner: u32, sync: bool) -> Result<(), SheepError> {
+        let vid = self.vid();
+        self.point_index(idx, owner, sync).await?;
+        self.cache_owner(vid, idx, owner);
+        Ok(())
+    }
+
+    /// Points index entry `idx` at `owner` in the inode (not the cache).
+    async fn point_index(&self, idx: u32, owner: u32, sync: bool) -> Result<(), SheepError> {
         let (vid, copies) = (self.vid(), self.copies());
         self.gateway
             .write(
@@ -367,12 +419,16 @@ impl Volume {
                 copies,
                 sync,
             )
-            .await?;
+            .await
+    }
+
+    /// Records in the cache that `vid`'s index entry `idx` is `owner`
+    /// (unless the volume moved to another vid meanwhile).
+    fn cache_owner(&self, vid: u32, idx: u32, owner: u32) {
         let mut st = self.state.write().expect("volume lock");
         if st.vid == vid {
             st.index[idx as usize] = owner;
         }
-        Ok(())
     }
 
     /// [`Volume::discard`] as a write of the durability policy.
