@@ -53,7 +53,7 @@ done
 dog cluster format --copies 3 >/dev/null
 median() { printf '%s\n' "$@" | sort -g | sed -n "$((($# + 1) / 2))p"; }
 ratio() { printf '%.3g' "$(echo "$1 / $2" | bc -l)"; }
-objects() { find "$work/n$1/obj" -maxdepth 1 -name '[0-9a-f]*' -type f | wc -l; }
+objects() { find "$work/n$1/obj" -maxdepth 1 2>/dev/null -name '[0-9a-f]*' -type f | wc -l; }
 
 # 1. Fill.
 vdi_mib=$((held_gib * 1024 * 4 / 3))

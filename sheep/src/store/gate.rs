@@ -13,11 +13,15 @@
 //!   [`CLIENT_WAIT`]; copies verified against the other replicas, or
 //!   written by a create since, are served normally.
 //!
-//! Locks are striped by object id, so memory does not grow with objects.
+//! Each object has its own lock, made when first needed and forgotten when
+//! nobody holds it, so memory follows the objects in use. (Locks shared by
+//! several objects would deadlock two nodes that pull different objects
+//! from each other: a pull holds its object's lock while it fetches, and a
+//! fetch waits for the lock of the object it reads.)
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use qemu_proto::ObjectId;
@@ -30,11 +34,21 @@ use super::StoreError;
 /// replica or retries later).
 pub const CLIENT_WAIT: Duration = Duration::from_secs(3);
 
-const STRIPES: usize = 1024;
+/// Forgotten locks are swept from the table when it grows past this (or
+/// past twice the locks still held at the last sweep, so sweeping stays
+/// amortized when many objects are busy at once).
+const SWEEP_AT: usize = 4096;
+
+/// Per-object locks, by object id; entries whose lock nobody holds are
+/// swept lazily.
+struct LockTable {
+    locks: HashMap<ObjectId, Weak<RwLock<()>>>,
+    sweep_at: usize,
+}
 
 /// Object locks and the set of unverified copies.
 pub struct Gate {
-    stripes: Vec<std::sync::Arc<RwLock<()>>>,
+    locks: Mutex<LockTable>,
     unverified: Mutex<HashSet<ObjectId>>,
     /// Mirrors `!unverified.is_empty()`, so the common case (everything
     /// verified) costs client I/O no lock.
@@ -54,9 +68,10 @@ impl Default for Gate {
     fn default() -> Self {
         let (urgent_tx, urgent_rx) = mpsc::unbounded_channel();
         Gate {
-            stripes: (0..STRIPES)
-                .map(|_| std::sync::Arc::new(RwLock::new(())))
-                .collect(),
+            locks: Mutex::new(LockTable {
+                locks: HashMap::new(),
+                sweep_at: SWEEP_AT,
+            }),
             unverified: Mutex::new(HashSet::new()),
             any_unverified: AtomicBool::new(false),
             corrupt: Mutex::new(HashSet::new()),
@@ -68,9 +83,19 @@ impl Default for Gate {
 }
 
 impl Gate {
-    fn stripe(&self, oid: ObjectId) -> std::sync::Arc<RwLock<()>> {
-        let h = oid.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54;
-        self.stripes[h as usize % STRIPES].clone()
+    /// The lock of `oid` (the one every current holder holds).
+    fn lock(&self, oid: ObjectId) -> Arc<RwLock<()>> {
+        let mut table = self.locks.lock().expect("gate lock");
+        if let Some(l) = table.locks.get(&oid).and_then(Weak::upgrade) {
+            return l;
+        }
+        if table.locks.len() >= table.sweep_at {
+            table.locks.retain(|_, l| l.strong_count() > 0);
+            table.sweep_at = (2 * table.locks.len()).max(SWEEP_AT);
+        }
+        let l = Arc::new(RwLock::new(()));
+        table.locks.insert(oid, Arc::downgrade(&l));
+        l
     }
 
     /// Client access: waits (bounded) until the copy is verified and no
@@ -87,7 +112,7 @@ impl Gate {
                 return Err(StoreError::Busy(oid));
             }
         }
-        tokio::time::timeout_at(deadline, self.stripe(oid).read_owned())
+        tokio::time::timeout_at(deadline, self.lock(oid).read_owned())
             .await
             .map_err(|_| StoreError::Busy(oid))
     }
@@ -95,12 +120,12 @@ impl Gate {
     /// Internal access (copies for other nodes, checks): never waits for
     /// verification, only for an installation in progress.
     pub async fn internal(&self, oid: ObjectId) -> SharedGuard {
-        self.stripe(oid).read_owned().await
+        self.lock(oid).read_owned().await
     }
 
     /// Exclusive access for installing a copy.
     pub async fn exclusive(&self, oid: ObjectId) -> ExclusiveGuard {
-        self.stripe(oid).write_owned().await
+        self.lock(oid).write_owned().await
     }
 
     /// True while `oid`'s local copy may be stale.
@@ -164,5 +189,39 @@ impl Gate {
     /// for; taken once.
     pub fn take_urgent(&self) -> Option<mpsc::UnboundedReceiver<ObjectId>> {
         self.urgent_rx.lock().expect("gate lock").take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn objects_never_share_a_lock_and_idle_locks_are_forgotten() {
+        let gate = Gate::default();
+        // Many objects held exclusively at once: a read of any other object
+        // still goes through (no two objects share a lock).
+        let held: Vec<_> =
+            futures::future::join_all((0..2000).map(|i| gate.exclusive(ObjectId::data(1, i))))
+                .await;
+        for i in 0..2000 {
+            let other = ObjectId::data(2, i);
+            let got = tokio::time::timeout(Duration::from_millis(100), gate.internal(other)).await;
+            assert!(got.is_ok(), "{other} waited for a lock it does not share");
+        }
+        // The same object's lock is the same lock.
+        let oid = ObjectId::data(1, 7);
+        let waited = tokio::time::timeout(Duration::from_millis(50), gate.internal(oid)).await;
+        assert!(
+            waited.is_err(),
+            "a read of {oid} went past its exclusive holder"
+        );
+        drop(held);
+        assert!(gate.client(oid).await.is_ok());
+        // Released locks do not pile up.
+        for i in 0..3 * SWEEP_AT as u32 {
+            drop(gate.internal(ObjectId::data(3, i)).await);
+        }
+        assert!(gate.locks.lock().unwrap().locks.len() <= SWEEP_AT);
     }
 }
