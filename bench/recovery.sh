@@ -86,7 +86,7 @@ n3_bytes=$((n3_objects * 4 * 1024 * 1024))
 total_objects=$(( $(objects 0) + $(objects 1) + $(objects 2) + n3_objects ))
 
 # 3. Kill node 3, measure recovery without client load.
-start=$EPOCHREALTIME
+start=$EPOCHREALTIME; date -u +%H:%M:%S.%N > "$work/kill.t"
 kill -9 "${pids[3]}"
 while :; do
     have=$(( $(objects 0) + $(objects 1) + $(objects 2) ))

@@ -85,11 +85,11 @@ pub struct Options {
     pub gossip_port: Option<u16>,
 
     /// Failure detector: milliseconds between probes.
-    #[arg(long = "probe-interval-ms", default_value_t = 400)]
+    #[arg(long = "probe-interval-ms", default_value_t = 200)]
     pub probe_interval_ms: u64,
 
     /// Failure detector: milliseconds a probe waits for its answer.
-    #[arg(long = "probe-timeout-ms", default_value_t = 200)]
+    #[arg(long = "probe-timeout-ms", default_value_t = 150)]
     pub probe_timeout_ms: u64,
 
     /// Failure detector: suspicion multiplier.

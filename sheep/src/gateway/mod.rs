@@ -382,9 +382,19 @@ impl Gateway {
         if targets.is_empty() {
             return Err(SheepError::NoStorage);
         }
-        let calls = targets
-            .iter()
-            .map(|addr| self.call_replica(*addr, view, rpc.clone(), data.clone()));
+        let calls = targets.iter().map(|addr| {
+            let (rpc, data) = (rpc.clone(), data.clone());
+            async move {
+                if *addr == self.local {
+                    // Let the peers' requests reach their sockets first: a
+                    // local write may occupy this thread (or the CPU its
+                    // blocking thread wakes on) for tens of microseconds,
+                    // and the replicas should be working meanwhile.
+                    tokio::task::yield_now().await;
+                }
+                self.call_replica(*addr, view, rpc, data).await
+            }
+        });
         let mut out = Vec::with_capacity(targets.len());
         for r in futures::future::join_all(calls).await {
             match r {

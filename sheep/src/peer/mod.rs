@@ -91,15 +91,22 @@ pub enum PeerError {
 impl Frame {
     /// Serializes the frame into `out`.
     pub fn encode(&self, out: &mut BytesMut) {
+        out.reserve(4 + FIXED + self.meta.len() + self.data.len());
+        self.encode_head(out);
+        out.put_slice(&self.data);
+    }
+
+    /// Serializes everything but the payload into `out` (the payload
+    /// follows it on the wire).
+    pub fn encode_head(&self, out: &mut BytesMut) {
         let len = FIXED + self.meta.len() + self.data.len();
-        out.reserve(4 + len);
+        out.reserve(4 + FIXED + self.meta.len());
         out.put_u32_le(len as u32);
         out.put_u8(self.kind as u8);
         out.put_u64_le(self.id);
         out.put_u64_le(self.view);
         out.put_u32_le(self.meta.len() as u32);
         out.put_slice(&self.meta);
-        out.put_slice(&self.data);
     }
 
     /// Reads one frame; `Ok(None)` on a clean end of stream.
@@ -114,8 +121,16 @@ impl Frame {
         if !(FIXED..=MAX_FRAME).contains(&len) {
             return Err(invalid(format!("peer frame length {len}")));
         }
-        let mut buf = BytesMut::zeroed(len);
-        r.read_exact(&mut buf).await?;
+        // Filled by reads straight into spare capacity: zeroing megabytes
+        // first would cost a pass over memory per copy received.
+        let mut buf = BytesMut::with_capacity(len);
+        while buf.len() < len {
+            let want = len - buf.len();
+            let mut rest = (&mut buf).limit(want);
+            if r.read_buf(&mut rest).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
         let mut buf = buf.freeze();
         let kind = match buf.get_u8() {
             0 => FrameKind::Request,
@@ -147,6 +162,10 @@ impl Frame {
     }
 }
 
+/// Payloads at least this long are written from their own buffer instead
+/// of being copied into the batch (a pass over memory per object copy).
+const COPY_LIMIT: usize = 64 << 10;
+
 /// Writes every frame queued on `rx` to `w`, batching frames that are
 /// already waiting into one write, until the queue closes or `w` fails.
 pub async fn write_frames<W: AsyncWrite + Unpin>(
@@ -154,14 +173,27 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(
     mut w: W,
 ) {
     let mut buf = BytesMut::new();
-    while let Some(frame) = rx.recv().await {
-        buf.clear();
-        frame.encode(&mut buf);
-        while let Ok(more) = rx.try_recv() {
-            more.encode(&mut buf);
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(frame) = next.take() {
+            if frame.data.len() < COPY_LIMIT {
+                frame.encode(&mut buf);
+            } else {
+                frame.encode_head(&mut buf);
+                let sent =
+                    w.write_all(&buf).await.is_ok() && w.write_all(&frame.data).await.is_ok();
+                buf.clear();
+                if !sent {
+                    return;
+                }
+            }
+            next = rx.try_recv().ok();
         }
-        if w.write_all(&buf).await.is_err() {
-            break;
+        if !buf.is_empty() {
+            if w.write_all(&buf).await.is_err() {
+                return;
+            }
+            buf.clear();
         }
     }
 }

@@ -181,8 +181,9 @@ impl Recovery {
     }
 
     /// Pulls every object of the plan, throttled, several at a time: up to
-    /// [`PARALLEL_PULLS`] while no client uses this node, one at a time
-    /// while clients do (their I/O comes first).
+    /// [`PARALLEL_PULLS`] while no client uses this node; while clients do,
+    /// one at a time with a rest as long as each pull (their I/O comes
+    /// first).
     async fn pull_all(
         &self,
         view: &View,
@@ -193,6 +194,7 @@ impl Recovery {
         let mut queue = pulls.into_iter().peekable();
         let mut running = futures::stream::FuturesUnordered::new();
         let mut window = (Instant::now(), 0u32);
+        let mut rest_until = Instant::now();
         loop {
             // Wait while paused or too full; a view change ends the pass.
             while !self.control.enabled() || self.too_full().await {
@@ -202,13 +204,16 @@ impl Recovery {
                     _ = tokio::time::sleep(WAIT) => {}
                 }
             }
-            let limit = if store.clients_active_within(CLIENTS_ACTIVE) {
-                1
-            } else {
-                PARALLEL_PULLS
-            };
+            let clients = store.clients_active_within(CLIENTS_ACTIVE);
+            let limit = if clients { 1 } else { PARALLEL_PULLS };
             let throttle = self.control.throttle();
             let mut may_start = running.len() < limit && queue.peek().is_some();
+            if clients && Instant::now() < rest_until {
+                // Clients share the disk: after each pull, rest as long as
+                // it took, so recovery takes at most half the disk's time
+                // (like Ceph's recovery sleep).
+                may_start = false;
+            }
             if may_start && !throttle.is_unthrottled() {
                 let interval = Duration::from_millis(throttle.interval_ms);
                 if window.0.elapsed() >= interval {
@@ -219,7 +224,11 @@ impl Recovery {
             if may_start {
                 let (oid, from) = queue.next().expect("peeked");
                 window.1 += 1;
-                running.push(async move { self.gateway.pull(view.id, oid, &from, false).await });
+                running.push(async move {
+                    let started = Instant::now();
+                    let r = self.gateway.pull(view.id, oid, &from, false).await;
+                    (r, started.elapsed())
+                });
                 continue;
             }
             if running.is_empty() && queue.peek().is_none() {
@@ -228,7 +237,9 @@ impl Recovery {
             tokio::select! {
                 _ = views.changed() => return Ok(Outcome::Superseded),
                 done = running.next(), if !running.is_empty() => {
-                    if let Some(Err(e)) = done {
+                    let Some((done, took)) = done else { continue };
+                    rest_until = Instant::now() + took;
+                    if let Err(e) = done {
                         if e.is_transient() {
                             return Err(e);
                         }
