@@ -306,7 +306,7 @@ impl ObjectStore {
     /// [`CreateMode::Replace`] the caller must hold the object's exclusive
     /// gate lock, so no client write is lost between fetch and install.
     /// A `paced` install (background recovery) makes its bytes durable a
-    /// few hundred KiB at a time (see [`PACE`]).
+    /// few hundred KiB at a time (`PACE` in `files.rs`).
     pub async fn install(
         &self,
         oid: ObjectId,

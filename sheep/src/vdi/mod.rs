@@ -31,6 +31,7 @@ mod manage;
 mod prune;
 mod registry;
 mod volume;
+mod volumes;
 
 pub use ledger::{
     AttachMode, AttachState, Attachment, Ledger, LedgerDelta, LockState, RequestRecord, Versioned,
@@ -38,7 +39,8 @@ pub use ledger::{
 pub use lock::{apply as apply_lock_op, new_attachment_id, LockListener, LockOp};
 pub use manage::{check_tag, VdiInfo};
 pub use registry::{Claim, RegistrySnapshot, ReserveConflict, VdiMeta, VdiRegistry};
-pub use volume::{Volume, Volumes};
+pub use volume::Volume;
+pub use volumes::Volumes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

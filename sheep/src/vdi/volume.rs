@@ -1,7 +1,7 @@
 //! A VDI as a block device: byte ranges split into objects, objects
 //! allocated on first write, copy-on-write from a parent's objects, freed by
 //! trim, and reported by block status. Front ends (NBD) serve volumes
-//! through [`BlockExport`]; [`Volumes`] is the node's catalog of them.
+//! through [`BlockExport`]; [`super::Volumes`] is the node's catalog of them.
 //!
 //! The inode's `data_vdi_id` array says which VDI owns each object (0: none
 //! yet, reads as zeros). A volume caches that array. Invariants:
@@ -33,9 +33,8 @@
 //!   no object), it looks the VDI up again and retries once, as QEMU's
 //!   sheepdog driver does.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, RwLock};
 
 use bytes::{Bytes, BytesMut};
 use qemu_proto::inode;
@@ -45,7 +44,7 @@ use super::durability::Durability;
 use super::{VdiRef, VdiService};
 use crate::cluster::BoxFuture;
 use crate::error::SheepError;
-use crate::frontend::export::{BlockExport, ExportCatalog, Extent};
+use crate::frontend::export::{BlockExport, Extent};
 use crate::gateway::Gateway;
 use crate::store::CreateMode;
 
@@ -548,108 +547,5 @@ impl BlockExport for Volume {
         len: u64,
     ) -> BoxFuture<'_, Result<Vec<Extent>, SheepError>> {
         Box::pin(self.extents(offset, len))
-    }
-}
-
-/// The node's open volumes, by vid, shared by all their connections.
-pub struct Volumes {
-    vdis: Arc<VdiService>,
-    gateway: Arc<Gateway>,
-    open: Mutex<HashMap<(String, String, u32), Weak<Volume>>>,
-    opening: tokio::sync::Mutex<()>,
-}
-
-impl Volumes {
-    /// An empty catalog.
-    pub fn new(vdis: Arc<VdiService>, gateway: Arc<Gateway>) -> Self {
-        Volumes {
-            vdis,
-            gateway,
-            open: Mutex::new(HashMap::new()),
-            opening: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    /// Opens a VDI by export name: `NAME`, `NAME@TAG` or `NAME@SNAPID`.
-    pub async fn open_volume(&self, export: &str) -> Result<Arc<Volume>, SheepError> {
-        let export = match export.rsplit_once('@') {
-            Some((name, snap)) => match snap.parse::<u32>() {
-                Ok(id) => VdiRef {
-                    name: name.into(),
-                    tag: String::new(),
-                    snapid: id,
-                },
-                Err(_) => VdiRef {
-                    name: name.into(),
-                    tag: snap.into(),
-                    snapid: 0,
-                },
-            },
-            None => VdiRef {
-                name: export.into(),
-                tag: String::new(),
-                snapid: 0,
-            },
-        };
-        let key = (export.name.clone(), export.tag.clone(), export.snapid);
-        // One opener at a time, so two connections racing to open the same
-        // VDI end up sharing one volume.
-        let _one = self.opening.lock().await;
-        if let Some(v) = self
-            .open
-            .lock()
-            .expect("volumes lock")
-            .get(&key)
-            .and_then(Weak::upgrade)
-        {
-            return Ok(v);
-        }
-        let volume = Arc::new(Volume::open(self.vdis.clone(), self.gateway.clone(), export).await?);
-        let mut open = self.open.lock().expect("volumes lock");
-        open.retain(|_, w| w.strong_count() > 0);
-        open.insert(key, Arc::downgrade(&volume));
-        Ok(volume)
-    }
-
-    /// The volume open on this node for the working VDI `name`, if any.
-    pub fn find(&self, name: &str) -> Option<Arc<Volume>> {
-        self.open
-            .lock()
-            .expect("volumes lock")
-            .get(&(name.to_string(), String::new(), 0))
-            .and_then(Weak::upgrade)
-    }
-
-    /// The VDI layer these volumes serve.
-    pub fn vdis(&self) -> &Arc<VdiService> {
-        &self.vdis
-    }
-
-    /// Names of the working (non-snapshot) VDIs.
-    pub async fn names(&self) -> Result<Vec<String>, SheepError> {
-        let mut names = Vec::new();
-        for vid in self.vdis.registry().live_vids() {
-            match self.vdis.read_header(vid).await {
-                Ok(h) if !h.is_snapshot() && !h.is_deleted() => names.push(h.name),
-                Ok(_) => {}
-                Err(e) if e.is_no_object() => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(names)
-    }
-}
-
-impl ExportCatalog for Volumes {
-    fn open(&self, name: &str) -> BoxFuture<'_, Result<Arc<dyn BlockExport>, SheepError>> {
-        let name = name.to_string();
-        Box::pin(async move {
-            let v: Arc<dyn BlockExport> = self.open_volume(&name).await?;
-            Ok(v)
-        })
-    }
-
-    fn list(&self) -> BoxFuture<'_, Result<Vec<String>, SheepError>> {
-        Box::pin(self.names())
     }
 }
