@@ -14,14 +14,14 @@
 //!   written by a create since, are served normally.
 //!
 //! Each object has its own lock, made when first needed and forgotten when
-//! nobody holds it, so memory follows the objects in use. (Locks shared by
+//! nobody holds it (at the next sweep), so memory follows the objects in use. (Locks shared by
 //! several objects would deadlock two nodes that pull different objects
 //! from each other: a pull holds its object's lock while it fetches, and a
 //! fetch waits for the lock of the object it reads.)
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use qemu_proto::ObjectId;
@@ -39,10 +39,11 @@ pub const CLIENT_WAIT: Duration = Duration::from_secs(3);
 /// amortized when many objects are busy at once).
 const SWEEP_AT: usize = 4096;
 
-/// Per-object locks, by object id; entries whose lock nobody holds are
-/// swept lazily.
+/// Per-object locks, by object id. An entry stays until a sweep finds that
+/// only the table holds it (nobody holds or waits for that lock, so a fresh
+/// one is the same), which keeps objects in use free of allocations.
 struct LockTable {
-    locks: HashMap<ObjectId, Weak<RwLock<()>>>,
+    locks: HashMap<ObjectId, Arc<RwLock<()>>>,
     sweep_at: usize,
 }
 
@@ -86,16 +87,14 @@ impl Gate {
     /// The lock of `oid` (the one every current holder holds).
     fn lock(&self, oid: ObjectId) -> Arc<RwLock<()>> {
         let mut table = self.locks.lock().expect("gate lock");
-        if let Some(l) = table.locks.get(&oid).and_then(Weak::upgrade) {
-            return l;
+        if let Some(l) = table.locks.get(&oid) {
+            return l.clone();
         }
         if table.locks.len() >= table.sweep_at {
-            table.locks.retain(|_, l| l.strong_count() > 0);
+            table.locks.retain(|_, l| Arc::strong_count(l) > 1);
             table.sweep_at = (2 * table.locks.len()).max(SWEEP_AT);
         }
-        let l = Arc::new(RwLock::new(()));
-        table.locks.insert(oid, Arc::downgrade(&l));
-        l
+        table.locks.entry(oid).or_default().clone()
     }
 
     /// Client access: waits (bounded) until the copy is verified and no

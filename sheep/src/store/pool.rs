@@ -177,25 +177,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pool = FilePool::new(dir.path().to_path_buf());
         pool.start().unwrap();
-        let full = || pool.ready.lock().unwrap().len() == TARGET;
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !full() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the pool never filled"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let wait_full = |failure: &str| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while pool.ready.lock().unwrap().len() != TARGET {
+                assert!(std::time::Instant::now() < deadline, "{failure}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        wait_full("the pool never filled");
         for _ in 0..TARGET / 2 {
             pool.take().unwrap();
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !full() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the pool was not refilled"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_full("the pool was not refilled");
     }
 }
