@@ -268,6 +268,10 @@ impl Files {
             // replica; data, checksums and version share the file, so one
             // fdatasync covers them.
             self.sync_file(&file)?;
+            // A copy created without sync since the last flush has its name
+            // on disk only once the directory is synced: this write must
+            // not outlive a crash in a file nobody can find.
+            self.sync_dir_if_dirty()?;
         } else {
             self.dirty.lock().expect("dirty lock").objects.insert(oid);
         }
@@ -325,6 +329,13 @@ impl Files {
                 self.sync_file(&file)?;
             }
             let _w = self.writer(oid);
+            if !sync {
+                // Marked before the name appears: a synchronous write into
+                // this copy must find the directory still to sync.
+                let mut dirty = self.dirty.lock().expect("dirty lock");
+                dirty.objects.insert(oid);
+                dirty.dir = true;
+            }
             match mode {
                 CreateMode::Replace => std::fs::rename(&tmp, &final_path)?,
                 CreateMode::Exclusive => {
@@ -346,10 +357,6 @@ impl Files {
         if sync {
             // The rename is durable only once the directory is.
             self.sync_dir()?;
-        } else {
-            let mut dirty = self.dirty.lock().expect("dirty lock");
-            dirty.objects.insert(oid);
-            dirty.dir = true;
         }
         Ok(())
     }
@@ -437,6 +444,26 @@ impl Files {
             return Ok(());
         }
         file.sync_data()
+    }
+
+    /// True while a create without sync has left the directory unsynced.
+    #[cfg(test)]
+    pub(super) fn dir_unsynced(&self) -> bool {
+        self.dirty.lock().expect("dirty lock").dir
+    }
+
+    /// Syncs the directory if a create without sync changed it since the
+    /// last flush.
+    fn sync_dir_if_dirty(&self) -> io::Result<()> {
+        let dir = std::mem::take(&mut self.dirty.lock().expect("dirty lock").dir);
+        if dir {
+            if let Err(e) = self.sync_dir() {
+                // Still unsynced: the next flush must try again.
+                self.dirty.lock().expect("dirty lock").dir = true;
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn sync_dir(&self) -> io::Result<()> {

@@ -18,8 +18,11 @@
 //!   fsynced, so after a crash an object either exists whole or not at
 //!   all.
 //! - A partial write is `pwrite` (data, checksums, version) then `fdatasync`
-//!   when the client asked for a synchronous write. Writes that did not ask
-//!   are remembered as dirty and synced by the next [`ObjectStore::flush`].
+//!   when the client asked for a synchronous write, and the directory's too
+//!   if a create without sync changed it since the last flush (else the
+//!   durable write could sit in a file whose name a crash loses). Writes
+//!   that did not ask are remembered as dirty and synced by the next
+//!   [`ObjectStore::flush`].
 //!
 //! Concurrency: writers of one object are serialized (checksums of partly
 //! written blocks are read-modify-write); readers are not, and a reader that

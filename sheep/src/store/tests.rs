@@ -70,6 +70,24 @@ async fn create_read_write_remove() {
 }
 
 #[tokio::test]
+async fn a_synchronous_write_makes_an_unsynced_create_findable() {
+    let (_d, s) = store();
+    let oid = ObjectId::data(7, 2);
+    let one = Bytes::from_static(b"one");
+    s.create(oid, 0, one, CreateMode::Replace, false, 1, None, Vec::new())
+        .await
+        .unwrap();
+    assert!(s.files.dir_unsynced(), "the new name is not on disk yet");
+    // Acknowledged as durable: its file's name must be durable too, not
+    // left for a flush the client may never send.
+    s.write(oid, 0, Bytes::from_static(b"two"), true, 2, Vec::new())
+        .await
+        .unwrap();
+    assert!(!s.files.dir_unsynced());
+    assert_eq!(s.read(oid, 0, 3).await.unwrap().data, b"two");
+}
+
+#[tokio::test]
 async fn reopened_store_keeps_versions_and_suspects_every_copy() {
     let dir = tempfile::tempdir().unwrap();
     let oid = ObjectId::data(1, 0);
