@@ -12,9 +12,15 @@
 //! Seeds (from the `-c local` runtime directory or `-c gossip:HOST:PORT,...`)
 //! are re-joined periodically while they are not online, so a node that
 //! started before its peers, or a healed network partition, converges again.
+//!
+//! Gossip runs on a runtime of its own (`gossip_runtime`, one thread), not
+//! on the node's: probes must be answered even while the node's runtime is
+//! busy or blocked (a page-cache write the kernel throttles, a long pass over
+//! data), or peers would declare a merely slow node dead (after about 10 s of
+//! silence) and start moving its data.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use indexmap::IndexSet;
@@ -84,6 +90,25 @@ impl NodeDelegate for MetaDelegate {
     }
 }
 
+/// The runtime gossip runs on, started on first use: a thread of its own
+/// serving every node of this process (one, outside tests).
+fn gossip_runtime() -> std::io::Result<tokio::runtime::Handle> {
+    static HANDLE: Mutex<Option<tokio::runtime::Handle>> = Mutex::new(None);
+    let mut handle = HANDLE.lock().expect("gossip runtime lock");
+    if let Some(h) = &*handle {
+        return Ok(h.clone());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let h = rt.handle().clone();
+    std::thread::Builder::new()
+        .name("sheep-gossip".into())
+        .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+    *handle = Some(h.clone());
+    Ok(h)
+}
+
 /// Membership of a real sheep: memberlist plus a view publisher.
 pub struct GossipMembership {
     gossip: Gossip,
@@ -94,8 +119,18 @@ pub struct GossipMembership {
 }
 
 impl GossipMembership {
-    /// Starts gossip, announces this node and joins whatever seeds answer.
+    /// Starts gossip on the gossip runtime, announces this node and joins
+    /// whatever seeds answer.
     pub async fn start(local: Member, options: GossipOptions) -> std::io::Result<Arc<Self>> {
+        // memberlist spawns its probe, gossip and listener tasks on the
+        // runtime it is created on, and so does the view poller below.
+        gossip_runtime()?
+            .spawn(Self::start_here(local, options))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    async fn start_here(local: Member, options: GossipOptions) -> std::io::Result<Arc<Self>> {
         let member = Arc::new(RwLock::new(local.clone()));
         let delegate =
             CompositeDelegate::<SmolStr, SocketAddr>::new().with_node_delegate(MetaDelegate {
@@ -260,5 +295,118 @@ impl Membership for GossipMembership {
                 tracing::debug!("gossip shutdown: {e}");
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    fn free_port() -> u16 {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn node(data_port: u16, gossip_port: u16, seed: u16) -> (Member, GossipOptions) {
+        let ip = std::net::Ipv4Addr::LOCALHOST.into();
+        let gossip = SocketAddr::new(ip, gossip_port);
+        let member = Member {
+            addr: SocketAddr::new(ip, data_port),
+            zone: u32::from(data_port),
+            vnodes: 16,
+            ctime: 1,
+            space: 0,
+        };
+        let options = GossipOptions {
+            bind: gossip,
+            advertise: gossip,
+            seeds: Seeds::Static(vec![SocketAddr::new(ip, seed)]),
+            probe_interval: Duration::from_millis(200),
+            probe_timeout: Duration::from_millis(150),
+            suspicion_mult: 2,
+        };
+        (member, options)
+    }
+
+    /// A node on a runtime of its own thread, until `stop`; returns whether
+    /// its view ever lacked one of the `expect` nodes after they all met.
+    fn run_node(
+        member: Member,
+        options: GossipOptions,
+        expect: usize,
+        met: Arc<AtomicUsize>,
+        stop: Arc<AtomicBool>,
+    ) -> std::thread::JoinHandle<bool> {
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let gossip = GossipMembership::start(member, options).await.unwrap();
+                let views = gossip.subscribe();
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+                while views.borrow().members.len() < expect {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "the nodes never met"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                met.fetch_add(1, Ordering::SeqCst);
+                let mut lost = false;
+                while !stop.load(Ordering::SeqCst) {
+                    lost |= views.borrow().members.len() < expect;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                gossip.shutdown().await;
+                lost
+            })
+        })
+    }
+
+    /// Node A's one runtime worker is blocked for 12 s (with A's gossip on
+    /// that runtime, B and C declare it dead after about 10.5 s: its sockets
+    /// stay open, so this takes longer than a crash): B and C, whose
+    /// runtimes run on, must never lose A, as its gossip does not run there.
+    #[test]
+    fn a_node_whose_runtime_is_blocked_stays_in_the_view() {
+        let (pa, pb, pc) = (free_port(), free_port(), free_port());
+        let (a, a_opts) = node(7001, pa, pb);
+        // Like the daemon's: one worker thread.
+        let rt_a = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let gossip_a = rt_a.block_on(GossipMembership::start(a, a_opts)).unwrap();
+        let met = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let others: Vec<_> = [(7002, pb), (7003, pc)]
+            .into_iter()
+            .map(|(data, gossip)| {
+                let (m, o) = node(data, gossip, pa);
+                run_node(m, o, 3, met.clone(), stop.clone())
+            })
+            .collect();
+        while met.load(Ordering::SeqCst) < 2 {
+            assert!(!others.iter().any(|t| t.is_finished()), "a node gave up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Blocks the only worker of A's runtime, as a stalled write would.
+        rt_a.block_on(rt_a.spawn(async { std::thread::sleep(Duration::from_secs(12)) }))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::SeqCst);
+        let lost = others.into_iter().any(|t| t.join().unwrap());
+        rt_a.block_on(gossip_a.shutdown());
+        assert!(
+            !lost,
+            "A was declared dead while only its runtime was blocked"
+        );
     }
 }
