@@ -1,0 +1,186 @@
+//! Tests of the object file layout: checksums, backed copies, caching.
+
+use super::*;
+
+fn file() -> (tempfile::TempDir, File) {
+    let d = tempfile::tempdir().unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(d.path().join("o"))
+        .unwrap();
+    (d, f)
+}
+
+/// Whether the page at `at` is in the page cache (`mincore` on a
+/// mapping: asking through a read would start reading it in).
+fn resident(f: &File, at: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let len = BLOCK as usize;
+    let mut vec = [0u8; 1];
+    // SAFETY: a private read-only mapping of one page of an open file,
+    // only inspected with mincore and unmapped before return.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            at as libc::off_t,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        assert_eq!(libc::mincore(p, len, vec.as_mut_ptr()), 0);
+        libc::munmap(p, len);
+    }
+    vec[0] & 1 == 1
+}
+
+#[test]
+fn large_writes_leave_the_page_cache_once_written_back() {
+    let (_d, f) = file();
+    let supported = rustix::io::pwritev2(
+        &f,
+        &[io::IoSlice::new(&[0u8; 1])],
+        8 << 20,
+        rustix::io::ReadWriteFlags::from_bits_retain(RWF_DONTCACHE),
+    )
+    .is_ok();
+    let large = vec![5u8; UNCACHED_WRITE];
+    write_checked(&f, 0, &large, false, &[]).unwrap().unwrap();
+    write_checked(&f, 1 << 20, &[6u8; 4096], false, &[])
+        .unwrap()
+        .unwrap();
+    f.sync_data().unwrap();
+    // The small write stays cached; the large one leaves the cache once
+    // written back (the kernel may drop its pages a moment later).
+    assert!(resident(&f, 1 << 20));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while resident(&f, 0) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(
+        resident(&f, 0),
+        !supported,
+        "uncached writes supported: {supported}"
+    );
+    // Either way the bytes and their checksums are right.
+    let read = read_checked(&f, 0, UNCACHED_WRITE).unwrap().unwrap();
+    assert_eq!(read.data, large);
+}
+
+#[test]
+fn unaligned_writes_keep_checksums_right() {
+    let (_d, f) = file();
+    write_checked(&f, 100, &[7u8; 5000], false, &[])
+        .unwrap()
+        .unwrap();
+    write_checked(&f, 4000, &[9u8; 200], false, &[])
+        .unwrap()
+        .unwrap();
+    let read = read_checked(&f, 0, 9000).unwrap().unwrap();
+    assert_eq!(read.unwritten, vec![(8192, 808)]);
+    let got = read.data;
+    assert!(got[..100].iter().all(|b| *b == 0));
+    assert!(got[100..4000].iter().all(|b| *b == 7));
+    assert!(got[4000..4200].iter().all(|b| *b == 9));
+    assert!(got[4200..5100].iter().all(|b| *b == 7));
+    assert!(got[5100..].iter().all(|b| *b == 0));
+    assert!(scrub(&f, 5100).unwrap().is_ok());
+}
+
+#[test]
+fn corruption_is_detected_and_holes_are_not_checked() {
+    let (_d, f) = file();
+    write_checked(&f, 8192, &[1u8; 4096], false, &[])
+        .unwrap()
+        .unwrap();
+    // Bytes changed behind the store's back.
+    f.write_all_at(&[2u8; 10], 8200).unwrap();
+    assert_eq!(
+        read_checked(&f, 8192, 10).unwrap().unwrap_err().offset,
+        8192
+    );
+    assert!(read_checked(&f, 0, 4096).unwrap().is_ok());
+    assert_eq!(scrub(&f, 12288).unwrap().unwrap_err().offset, 8192);
+}
+
+#[test]
+fn meta_round_trips_and_versions_commute() {
+    let (_d, f) = file();
+    assert_eq!(read_meta(&f).unwrap(), None);
+    let m = Meta {
+        version: Version::created(1).next(2).next(3),
+        extent: 12345,
+        backing: Some(Backing {
+            oid: 0x8000_0000_0000_0007,
+            copies: 3,
+        }),
+    };
+    write_meta(&f, &m).unwrap();
+    assert_eq!(read_meta(&f).unwrap(), Some(m));
+    assert_eq!(
+        Version::created(1).next(3).next(2),
+        m.version,
+        "the same writes in another order give the same version"
+    );
+    assert_ne!(Version::created(1).next(4).next(2), m.version);
+}
+
+#[test]
+fn backed_writes_merge_partial_blocks_into_the_backing_content() {
+    let (_d, f) = file();
+    // Whole blocks need nothing from the backing object.
+    write_checked(&f, 4096, &[1u8; 4096], true, &[])
+        .unwrap()
+        .unwrap();
+    let read = read_checked(&f, 0, 3 * 4096).unwrap().unwrap();
+    assert_eq!(read.unwritten, vec![(0, 4096), (8192, 4096)]);
+    // A partial never-written block needs its backing content...
+    let need = write_checked(&f, 8192 + 100, &[2u8; 10], true, &[])
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(need.blocks, vec![2]);
+    let read = read_checked(&f, 8192, 4096).unwrap().unwrap();
+    assert_eq!(read.unwritten, vec![(8192, 4096)], "nothing was written");
+    // ... and with it, the whole block holds backing bytes and new ones.
+    write_checked(&f, 8192 + 100, &[2u8; 10], true, &[(2, vec![9u8; 4096])])
+        .unwrap()
+        .unwrap();
+    let read = read_checked(&f, 8192, 4096).unwrap().unwrap();
+    assert!(read.unwritten.is_empty());
+    assert!(read.data[..100].iter().all(|b| *b == 9));
+    assert!(read.data[100..110].iter().all(|b| *b == 2));
+    assert!(read.data[110..].iter().all(|b| *b == 9));
+    // A partial write into a block the copy holds needs nothing.
+    write_checked(&f, 4096 + 5, &[3u8; 5], true, &[])
+        .unwrap()
+        .unwrap();
+    let read = read_checked(&f, 4096, 16).unwrap().unwrap();
+    assert_eq!(
+        &read.data[..],
+        &[1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1]
+    );
+}
+
+#[test]
+fn filling_writes_only_unwritten_nonzero_blocks() {
+    let (_d, f) = file();
+    write_checked(&f, 4096, &[1u8; 4096], true, &[])
+        .unwrap()
+        .unwrap();
+    let mut backing = vec![7u8; 3 * 4096 + 100];
+    backing[2 * 4096..3 * 4096].fill(0);
+    let written = fill_unwritten(&f, &backing).unwrap();
+    assert_eq!(written, 4096 + 100);
+    let read = read_checked(&f, 0, 4 * 4096).unwrap().unwrap();
+    // Block 2 (zeros in the backing) and block 3's tail stay unwritten.
+    assert_eq!(read.unwritten, vec![(2 * 4096, 4096)]);
+    assert!(read.data[..4096].iter().all(|b| *b == 7));
+    assert!(read.data[4096..8192].iter().all(|b| *b == 1));
+    assert!(read.data[3 * 4096..3 * 4096 + 100].iter().all(|b| *b == 7));
+    assert!(read.data[3 * 4096 + 100..].iter().all(|b| *b == 0));
+    assert!(scrub(&f, 4 * 4096).unwrap().is_ok());
+}
