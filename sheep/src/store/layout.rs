@@ -21,15 +21,14 @@
 //! are exactly those with a stored checksum of 0, so the table doubles as
 //! the map of what the copy holds.
 //!
-//! Page cache: writes of [`UNCACHED_WRITE`] bytes or more (imports,
-//! sequential fills, recovered objects) are written with `RWF_DONTCACHE`,
-//! so their pages leave the cache once written back. Cached, the kernel
-//! would keep them in large folios (up to 1 MiB), and every later small
-//! write into such a folio pays in proportion to its size (ext4 walks all
-//! its buffers, and dirty accounting counts the whole folio): a 4 KiB
-//! synchronous write into a filled object cost ~30 µs more CPU, on three
-//! replicas. Durability does not change: flags decide caching, `fdatasync`
-//! still decides when bytes are on disk.
+//! Page cache: object bytes are written at most [`WRITE_PIECE`] (64 KiB)
+//! per system call. The kernel sizes a page-cache folio by the write that
+//! creates it, up to 1 MiB for a 1 MiB write, and every later small write
+//! into a folio pays in proportion to the folio's size (ext4 walks all its
+//! buffers, and dirty accounting counts the whole folio). Written whole,
+//! an object filled by 1 MiB writes made each 4 KiB synchronous write into
+//! it cost ~30 µs more CPU on every replica; 64 KiB pieces cost 16 system
+//! calls per MiB instead.
 //!
 //! Invariant: whenever a write returns, every block it touched has the
 //! checksum of its new content. A crash between the data and the checksum
@@ -379,7 +378,8 @@ pub fn write_checked(
             end
         };
         if inner_from < inner_to {
-            file.write_all_at(
+            write_data(
+                file,
                 &data[(inner_from - offset) as usize..(inner_to - offset) as usize],
                 inner_from,
             )?;
@@ -391,37 +391,32 @@ pub fn write_checked(
     Ok(Ok(()))
 }
 
-/// Writes of at least this many bytes do not stay in the page cache (see
-/// the module comment).
-pub const UNCACHED_WRITE: usize = 256 << 10;
+/// Largest piece of an object written with one system call (see the
+/// module comment).
+pub const WRITE_PIECE: usize = 64 << 10;
 
-/// `RWF_DONTCACHE` (Linux 6.14): the written pages leave the page cache
-/// once written back.
-const RWF_DONTCACHE: u32 = 0x80;
-
-/// Writes an object's bytes; large writes leave the page cache once
-/// written back (see the module comment).
-fn write_data(file: &File, mut data: &[u8], mut offset: u64) -> io::Result<()> {
-    if data.len() < UNCACHED_WRITE {
-        return file.write_all_at(data, offset);
-    }
-    let flags = rustix::io::ReadWriteFlags::from_bits_retain(RWF_DONTCACHE);
-    while !data.is_empty() {
-        match rustix::io::pwritev2(file, &[io::IoSlice::new(data)], offset, flags) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                data = &data[n..];
-                offset += n as u64;
-            }
-            Err(rustix::io::Errno::INTR) => {}
-            // An older kernel or a file system without uncached writes.
-            Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::INVAL) => {
-                return file.write_all_at(data, offset)
-            }
-            Err(e) => return Err(e.into()),
-        }
+/// Writes an object's bytes in [`pieces`], so the page cache holds them in
+/// folios no larger than [`WRITE_PIECE`].
+fn write_data(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    for (at, len) in pieces(offset, data.len()) {
+        file.write_all_at(&data[at..at + len], offset + at as u64)?;
     }
     Ok(())
+}
+
+/// Splits `len` bytes written at `offset` into (start in the data, length)
+/// pieces that cross no multiple of [`WRITE_PIECE`] in the file.
+fn pieces(offset: u64, len: usize) -> impl Iterator<Item = (usize, usize)> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at == len {
+            return None;
+        }
+        let room = WRITE_PIECE - ((offset + at as u64) % WRITE_PIECE as u64) as usize;
+        let piece = (at, room.min(len - at));
+        at += piece.1;
+        Some(piece)
+    })
 }
 
 /// Writes every never-written block of `[0, content.len())` from `content`

@@ -14,61 +14,38 @@ fn file() -> (tempfile::TempDir, File) {
     (d, f)
 }
 
-/// Whether the page at `at` is in the page cache (`mincore` on a
-/// mapping: asking through a read would start reading it in).
-fn resident(f: &File, at: u64) -> bool {
-    use std::os::fd::AsRawFd;
-    let len = BLOCK as usize;
-    let mut vec = [0u8; 1];
-    // SAFETY: a private read-only mapping of one page of an open file,
-    // only inspected with mincore and unmapped before return.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            at as libc::off_t,
-        );
-        assert_ne!(p, libc::MAP_FAILED);
-        assert_eq!(libc::mincore(p, len, vec.as_mut_ptr()), 0);
-        libc::munmap(p, len);
-    }
-    vec[0] & 1 == 1
-}
-
 #[test]
-fn large_writes_leave_the_page_cache_once_written_back() {
-    let (_d, f) = file();
-    let supported = rustix::io::pwritev2(
-        &f,
-        &[io::IoSlice::new(&[0u8; 1])],
-        8 << 20,
-        rustix::io::ReadWriteFlags::from_bits_retain(RWF_DONTCACHE),
-    )
-    .is_ok();
-    let large = vec![5u8; UNCACHED_WRITE];
-    write_checked(&f, 0, &large, false, &[]).unwrap().unwrap();
-    write_checked(&f, 1 << 20, &[6u8; 4096], false, &[])
-        .unwrap()
-        .unwrap();
-    f.sync_data().unwrap();
-    // The small write stays cached; the large one leaves the cache once
-    // written back (the kernel may drop its pages a moment later).
-    assert!(resident(&f, 1 << 20));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while resident(&f, 0) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(10));
+fn large_writes_go_in_aligned_pieces_that_cover_them() {
+    let piece = WRITE_PIECE as u64;
+    for (offset, len) in [
+        (0, 1 << 20),
+        (100, 3 * WRITE_PIECE),
+        (piece - 1, 2),
+        (5, 7),
+        (0, 0),
+    ] {
+        let mut next = 0;
+        for (at, n) in pieces(offset, len) {
+            assert_eq!(at, next, "pieces follow each other");
+            assert!(n > 0 && n <= WRITE_PIECE);
+            let (from, to) = (offset + at as u64, offset + (at + n) as u64);
+            assert_eq!(
+                from / piece,
+                (to - 1) / piece,
+                "{from}..{to} crosses a piece boundary"
+            );
+            next = at + n;
+        }
+        assert_eq!(next, len, "pieces cover the write");
     }
-    assert_eq!(
-        resident(&f, 0),
-        !supported,
-        "uncached writes supported: {supported}"
-    );
-    // Either way the bytes and their checksums are right.
-    let read = read_checked(&f, 0, UNCACHED_WRITE).unwrap().unwrap();
-    assert_eq!(read.data, large);
+    // And the bytes land where they belong.
+    let (_d, f) = file();
+    let data: Vec<u8> = (0..3 * WRITE_PIECE + 4096)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    write_checked(&f, 4096, &data, false, &[]).unwrap().unwrap();
+    let read = read_checked(&f, 4096, data.len()).unwrap().unwrap();
+    assert_eq!(read.data, data);
 }
 
 #[test]
