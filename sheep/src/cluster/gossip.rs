@@ -8,6 +8,14 @@
 //!   `online_members()` on a short interval rather than from events.
 //! - Dropping the handle does not stop it: [`GossipMembership::shutdown`] must
 //!   be called, and it is, by the daemon on exit.
+//! - Reaping dead nodes corrupts its member table (0.8.5): it moves them to
+//!   the end of its node list without fixing its id -> index map, and a later
+//!   alive message about the node left with a stale index panics the task
+//!   handling it (seen in the partition test: index out of bounds in
+//!   `alive_node`). So nodes are never reaped ([`NEVER_REAP`]): a dead node
+//!   keeps its entry, revived when it comes back under the same id (its
+//!   address); the cost is that gossip keeps picking long-dead nodes among
+//!   its targets.
 //!
 //! Seeds (from the `-c local` runtime directory or `-c gossip:HOST:PORT,...`)
 //! are re-joined periodically while they are not online, so a node that
@@ -34,6 +42,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{view_of, BoxFuture, LocalDirectory, Member, Membership, View};
+
+/// memberlist's `gossip_to_the_dead_time`: how long a dead node stays in
+/// its member table (and among gossip targets) before it is reaped. Reaping
+/// is what corrupts the table (see the module comment), so: a century.
+const NEVER_REAP: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// How often the member table is turned into a view.
 const VIEW_POLL: Duration = Duration::from_millis(100);
@@ -146,7 +159,8 @@ impl GossipMembership {
             .with_probe_timeout(options.probe_timeout)
             .with_suspicion_mult(options.suspicion_mult)
             .with_gossip_interval(Duration::from_millis(100))
-            .with_push_pull_interval(Duration::from_secs(10));
+            .with_push_pull_interval(Duration::from_secs(10))
+            .with_gossip_to_the_dead_time(NEVER_REAP);
         let gossip = Gossip::with_delegate(delegate, transport, opts)
             .await
             .map_err(|e| std::io::Error::other(format!("gossip on {}: {e}", options.bind)))?;
