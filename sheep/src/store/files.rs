@@ -43,7 +43,10 @@ pub(super) struct NewCopy {
 /// 256 KiB syncs about twice, with 2/3 of the bulk throughput).
 const PACE: usize = 256 << 10;
 
-/// What the next flush must sync.
+/// What the next flush must sync. Whoever takes something out of it to
+/// sync holds the matching lock of [`Files`] (`flushing`, `dir_syncing`)
+/// until the sync is done, so nobody finds it clean while a sync that
+/// covers their writes is still in flight.
 #[derive(Default)]
 struct Dirty {
     objects: HashSet<ObjectId>,
@@ -62,6 +65,10 @@ pub(super) struct Files {
     obj_dir: PathBuf,
     nosync: bool,
     dirty: Mutex<Dirty>,
+    /// Held by a flush from taking the dirty objects until they are synced.
+    flushing: Mutex<()>,
+    /// Held from taking the directory's dirty flag until it is synced.
+    dir_syncing: Mutex<()>,
     pool: Arc<FilePool>,
     /// Version and extent of every object held (the source of truth is each
     /// file's header; this mirrors it).
@@ -89,6 +96,8 @@ impl Files {
             obj_dir,
             nosync,
             dirty: Mutex::new(Dirty::default()),
+            flushing: Mutex::new(()),
+            dir_syncing: Mutex::new(()),
             pool,
             metas: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
@@ -329,13 +338,6 @@ impl Files {
                 self.sync_file(&file)?;
             }
             let _w = self.writer(oid);
-            if !sync {
-                // Marked before the name appears: a synchronous write into
-                // this copy must find the directory still to sync.
-                let mut dirty = self.dirty.lock().expect("dirty lock");
-                dirty.objects.insert(oid);
-                dirty.dir = true;
-            }
             match mode {
                 CreateMode::Replace => std::fs::rename(&tmp, &final_path)?,
                 CreateMode::Exclusive => {
@@ -344,6 +346,15 @@ impl Files {
                         _ => StoreError::Io(e),
                     })?
                 }
+            }
+            if !sync {
+                // Marked after the rename, so a directory sync that clears
+                // the mark covers it, and before the writers' lock is
+                // released, so a synchronous write into this copy (it takes
+                // that lock) finds the directory still to sync.
+                let mut dirty = self.dirty.lock().expect("dirty lock");
+                dirty.objects.insert(oid);
+                dirty.dir = true;
             }
             // The old handle (if any) points at the replaced file.
             self.forget_file(oid);
@@ -402,29 +413,32 @@ impl Files {
     }
 
     pub(super) fn flush(&self) -> Result<(), StoreError> {
-        let dirty = std::mem::take(&mut *self.dirty.lock().expect("dirty lock"));
+        // A flush that began while another syncs must not return before the
+        // writes that one took are durable: it waits for it here.
+        let _flushing = self.flushing.lock().expect("flushing lock");
+        let objects = std::mem::take(&mut self.dirty.lock().expect("dirty lock").objects);
         let result = (|| {
-            for oid in &dirty.objects {
+            for oid in &objects {
                 match self.file(*oid) {
                     Ok(f) => self.sync_file(&f)?,
                     Err(StoreError::NoObject(_)) => {}
                     Err(e) => return Err(e),
                 }
             }
-            // Only a create changes the directory; plain writes need no
-            // directory sync.
-            if dirty.dir {
-                self.sync_dir()?;
-            }
             Ok(())
         })();
         if result.is_err() {
             // Keep them dirty: the next flush must try again.
-            let mut d = self.dirty.lock().expect("dirty lock");
-            d.objects.extend(dirty.objects);
-            d.dir |= dirty.dir;
+            self.dirty
+                .lock()
+                .expect("dirty lock")
+                .objects
+                .extend(objects);
         }
-        result
+        result?;
+        // Only a create changes the directory; plain writes need no
+        // directory sync.
+        Ok(self.sync_dir_if_dirty()?)
     }
 
     pub(super) fn usage(&self) -> Result<(u64, u64), StoreError> {
@@ -453,8 +467,9 @@ impl Files {
     }
 
     /// Syncs the directory if a create without sync changed it since the
-    /// last flush.
+    /// last directory sync; returns once any sync in flight is done.
     fn sync_dir_if_dirty(&self) -> io::Result<()> {
+        let _syncing = self.dir_syncing.lock().expect("dir syncing lock");
         let dir = std::mem::take(&mut self.dirty.lock().expect("dirty lock").dir);
         if dir {
             if let Err(e) = self.sync_dir() {
