@@ -57,6 +57,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sheepfold_locked_vdis",
     "sheepfold_attachments",
     "sheepfold_nbd_sessions",
+    "sheepfold_store_synced_writes_total",
 ];
 
 /// Counters and a histogram for one kind of client request.
@@ -182,4 +183,9 @@ pub async fn collect(sheep: &Sheep, nbd_sessions: usize) {
     gauge!("sheepfold_attachments", "kind" => "pending").set(pending as f64);
     gauge!("sheepfold_attachments", "kind" => "read_only").set(read_only as f64);
     gauge!("sheepfold_nbd_sessions").set(nbd_sessions as f64);
+    if let Some(store) = sheep.gateway.store() {
+        let w = store.synced_writes();
+        counter!("sheepfold_store_synced_writes_total", "how" => "fdatasync").absolute(w.fdatasync);
+        counter!("sheepfold_store_synced_writes_total", "how" => "overwrite").absolute(w.overwrite);
+    }
 }

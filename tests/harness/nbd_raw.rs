@@ -41,6 +41,7 @@ pub const CMD_WRITE: u16 = 1;
 pub const CMD_DISC: u16 = 2;
 pub const CMD_FLUSH: u16 = 3;
 pub const CMD_WRITE_ZEROES: u16 = 6;
+pub const CMD_FLAG_FUA: u16 = 1;
 
 pub const EINVAL: u32 = 22;
 pub const ENOSPC: u32 = 28;
@@ -158,8 +159,18 @@ pub fn session(port: u16, name: &str) -> (TcpStream, u64) {
 }
 
 pub fn request_bytes(typ: u16, handle: u64, offset: u64, len: u32) -> Vec<u8> {
+    request_bytes_with_flags(0, typ, handle, offset, len)
+}
+
+pub fn request_bytes_with_flags(
+    flags: u16,
+    typ: u16,
+    handle: u64,
+    offset: u64,
+    len: u32,
+) -> Vec<u8> {
     let mut r = REQUEST_MAGIC.to_be_bytes().to_vec();
-    r.extend_from_slice(&0u16.to_be_bytes());
+    r.extend_from_slice(&flags.to_be_bytes());
     r.extend_from_slice(&typ.to_be_bytes());
     r.extend_from_slice(&handle.to_be_bytes());
     r.extend_from_slice(&offset.to_be_bytes());
@@ -224,4 +235,16 @@ pub fn good_read(s: &mut TcpStream, offset: u64, len: u32) -> Vec<u8> {
 pub fn good_write(s: &mut TcpStream, offset: u64, data: &[u8]) {
     let err = call(s, CMD_WRITE, 0x600e, offset, data.len() as u32, data);
     assert_eq!(err, 0, "good write {offset}+{}", data.len());
+}
+
+/// A good WRITE with FUA (durable on every replica before the reply).
+pub fn good_fua_write(s: &mut TcpStream, offset: u64, data: &[u8]) {
+    let mut msg =
+        request_bytes_with_flags(CMD_FLAG_FUA, CMD_WRITE, 0x600f, offset, data.len() as u32);
+    msg.extend_from_slice(data);
+    s.write_all(&msg).expect("send request");
+    match read_reply(s, REPLY_TIMEOUT) {
+        Reply::Simple(0, 0x600f) => {}
+        other => panic!("FUA write {offset}+{}: {other:?}", data.len()),
+    }
 }

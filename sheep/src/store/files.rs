@@ -16,13 +16,15 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use qemu_proto::ObjectId;
 
 use super::layout::{self, Backing, Meta, Version, MAX_OBJECT_LEN};
+use super::overwrite::OverwriteSync;
 use super::pool::FilePool;
-use super::{CreateMode, ReadOut, StoreError};
+use super::{CreateMode, ReadOut, StoreError, SyncedWrites};
 
 /// How a new copy is made (see [`Files::create`]).
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +52,8 @@ const PACE: usize = 256 << 10;
 #[derive(Default)]
 struct Dirty {
     objects: HashSet<ObjectId>,
+    /// Objects a flush took and is still syncing: not durable yet.
+    syncing: HashSet<ObjectId>,
     dir: bool,
 }
 
@@ -75,6 +79,11 @@ pub(super) struct Files {
     metas: Mutex<HashMap<ObjectId, Meta>>,
     files: Mutex<HashMap<ObjectId, Arc<File>>>,
     writers: Vec<Mutex<()>>,
+    /// Syncs overwrites without their inode (`None` with `-n`, and off
+    /// ext4).
+    overwrite: Option<OverwriteSync>,
+    /// Synchronous writes so far, by how they were synced.
+    synced: [AtomicU64; 2],
 }
 
 impl Files {
@@ -90,6 +99,10 @@ impl Files {
                 let _ = std::fs::remove_file(e.path());
             }
         }
+        let overwrite = match nosync {
+            true => None,
+            false => OverwriteSync::open(&obj_dir)?,
+        };
         let pool = FilePool::new(obj_dir.clone());
         pool.start()?;
         Ok(Files {
@@ -102,6 +115,8 @@ impl Files {
             metas: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
             writers: (0..WRITER_STRIPES).map(|_| Mutex::new(())).collect(),
+            overwrite,
+            synced: Default::default(),
         })
     }
 
@@ -255,24 +270,42 @@ impl Files {
     ) -> Result<(), StoreError> {
         Self::check_range(oid, offset, data.len() as u64)?;
         let file = self.file(oid)?;
-        {
+        let overwrite = {
             let _w = self.writer(oid);
             let mut meta = self.meta(oid).ok_or(StoreError::NoObject(oid))?;
-            if let Err(need) =
-                layout::write_checked(&file, offset, data, meta.backing.is_some(), base)?
-            {
-                return Err(StoreError::NeedBase {
-                    oid,
-                    backing: meta.backing.expect("only a backed copy needs a base"),
-                    blocks: need.blocks,
-                });
+            // Decided before the write changes the checksum table.
+            let overwrite = sync && self.overwrite_syncable(oid, &file, offset, data.len())?;
+            let written = (|| {
+                if let Err(need) =
+                    layout::write_checked(&file, offset, data, meta.backing.is_some(), base)?
+                {
+                    return Err(StoreError::NeedBase {
+                        oid,
+                        backing: meta.backing.expect("only a backed copy needs a base"),
+                        blocks: need.blocks,
+                    });
+                }
+                meta.version = meta.version.next(write_id);
+                meta.extent = meta.extent.max(offset + data.len() as u64);
+                layout::write_meta(&file, &meta)?;
+                self.metas.lock().expect("metas lock").insert(oid, meta);
+                Ok(())
+            })();
+            if !sync || written.is_err() {
+                // Marked before the writers' lock is released, so a
+                // synchronous write into this copy never finds it clean
+                // while this write's blocks may await allocation on disk
+                // (see `overwrite_syncable`).
+                self.dirty.lock().expect("dirty lock").objects.insert(oid);
             }
-            meta.version = meta.version.next(write_id);
-            meta.extent = meta.extent.max(offset + data.len() as u64);
-            layout::write_meta(&file, &meta)?;
-            self.metas.lock().expect("metas lock").insert(oid, meta);
-        }
-        if sync {
+            written?;
+            overwrite
+        };
+        if let (true, Some(o)) = (overwrite, &self.overwrite) {
+            // As below, without the inode (see [`OverwriteSync`]).
+            o.sync(&file, offset)?;
+            self.synced[1].fetch_add(1, Ordering::Relaxed);
+        } else if sync {
             // The client waits for this write to be durable on every
             // replica; data, checksums and version share the file, so one
             // fdatasync covers them.
@@ -281,8 +314,7 @@ impl Files {
             // on disk only once the directory is synced: this write must
             // not outlive a crash in a file nobody can find.
             self.sync_dir_if_dirty()?;
-        } else {
-            self.dirty.lock().expect("dirty lock").objects.insert(oid);
+            self.synced[0].fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -416,7 +448,12 @@ impl Files {
         // A flush that began while another syncs must not return before the
         // writes that one took are durable: it waits for it here.
         let _flushing = self.flushing.lock().expect("flushing lock");
-        let objects = std::mem::take(&mut self.dirty.lock().expect("dirty lock").objects);
+        let objects = {
+            let mut dirty = self.dirty.lock().expect("dirty lock");
+            let objects = std::mem::take(&mut dirty.objects);
+            dirty.syncing.clone_from(&objects);
+            objects
+        };
         let result = (|| {
             for oid in &objects {
                 match self.file(*oid) {
@@ -425,20 +462,18 @@ impl Files {
                     Err(e) => return Err(e),
                 }
             }
-            Ok(())
+            // Only a create changes the directory; plain writes need no
+            // directory sync.
+            Ok(self.sync_dir_if_dirty()?)
         })();
+        // Only now are these objects durable, names included.
+        let mut dirty = self.dirty.lock().expect("dirty lock");
+        dirty.syncing.clear();
         if result.is_err() {
             // Keep them dirty: the next flush must try again.
-            self.dirty
-                .lock()
-                .expect("dirty lock")
-                .objects
-                .extend(objects);
+            dirty.objects.extend(objects);
         }
-        result?;
-        // Only a create changes the directory; plain writes need no
-        // directory sync.
-        Ok(self.sync_dir_if_dirty()?)
+        result
     }
 
     pub(super) fn usage(&self) -> Result<(u64, u64), StoreError> {
@@ -451,6 +486,36 @@ impl Files {
         }
         let st = rustix::fs::statvfs(&self.obj_dir).map_err(io::Error::from)?;
         Ok((used, st.f_bavail * st.f_frsize))
+    }
+
+    /// Synchronous writes so far, by how they were synced.
+    pub(super) fn synced_writes(&self) -> SyncedWrites {
+        SyncedWrites {
+            fdatasync: self.synced[0].load(Ordering::Relaxed),
+            overwrite: self.synced[1].load(Ordering::Relaxed),
+        }
+    }
+
+    /// True if a synchronous write of `len` bytes at `offset` into `oid`
+    /// may be synced by [`OverwriteSync`]: it overwrites written blocks of
+    /// a copy with no unsynced writes and no flush syncing it, so nothing
+    /// about the file's allocation waits to be made durable. The caller
+    /// holds the object's writer lock.
+    fn overwrite_syncable(
+        &self,
+        oid: ObjectId,
+        file: &File,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<bool> {
+        if self.overwrite.is_none() {
+            return Ok(false);
+        }
+        let clean = {
+            let dirty = self.dirty.lock().expect("dirty lock");
+            !dirty.objects.contains(&oid) && !dirty.syncing.contains(&oid)
+        };
+        Ok(clean && layout::blocks_written(file, offset, len as u64)?)
     }
 
     pub(super) fn sync_file(&self, file: &File) -> io::Result<()> {

@@ -238,6 +238,20 @@ fn read_table_with(file: &File, first: u64, count: usize, wait: Wait) -> io::Res
         .collect())
 }
 
+/// True if every block of `[offset, offset + len)` has been written (has
+/// a checksum): a write there overwrites blocks the file already holds and
+/// allocates nothing.
+pub fn blocks_written(file: &File, offset: u64, len: u64) -> io::Result<bool> {
+    if len == 0 {
+        return Ok(true);
+    }
+    let first = offset / BLOCK;
+    let last = (offset + len - 1) / BLOCK;
+    Ok(read_table(file, first, (last - first + 1) as usize)?
+        .iter()
+        .all(|&crc| crc != 0))
+}
+
 /// What [`read_checked`] read.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Read {

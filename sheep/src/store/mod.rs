@@ -22,7 +22,9 @@
 //!   if a create without sync changed it since the last flush (else the
 //!   durable write could sit in a file whose name a crash loses). Writes
 //!   that did not ask are remembered as dirty and synced by the next
-//!   [`ObjectStore::flush`].
+//!   [`ObjectStore::flush`]. On ext4, a synchronous overwrite of blocks a
+//!   copy already holds, with nothing else of that copy unsynced, is synced
+//!   without the file's inode instead ([`overwrite`]).
 //!
 //! Concurrency: writers of one object are serialized (checksums of partly
 //! written blocks are read-modify-write); readers are not, and a reader that
@@ -37,6 +39,7 @@
 mod files;
 pub mod gate;
 pub mod layout;
+mod overwrite;
 mod pool;
 
 pub use gate::Gate;
@@ -94,6 +97,15 @@ pub struct ReadOut {
     /// as (object offset, length), which read as the backing object's
     /// bytes, not as zeros.
     pub from_backing: Option<(Backing, Vec<(u64, u64)>)>,
+}
+
+/// Synchronous writes into existing objects, by how they were made durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncedWrites {
+    /// With `fdatasync` of the object file.
+    pub fdatasync: u64,
+    /// As overwrites, without the file's inode ([`overwrite`]).
+    pub overwrite: u64,
 }
 
 /// Backing content for blocks a write into a backed copy needs: (block
@@ -372,6 +384,11 @@ impl ObjectStore {
     /// Makes every write acknowledged without sync durable.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.blocking(|s| s.flush()).await
+    }
+
+    /// Synchronous writes so far, by how they were made durable.
+    pub fn synced_writes(&self) -> SyncedWrites {
+        self.files.synced_writes()
     }
 
     /// Removes every object (a new cluster format discards the old data).

@@ -286,3 +286,107 @@ async fn a_paced_install_writes_the_whole_copy() {
     assert_eq!((version, &read.data[..]), (Version::created(3), &data[..]));
     assert!(s.scrub(oid).await.is_ok());
 }
+
+/// Pages of `file` dirty or under writeback (the `cachestat` system call).
+#[cfg(target_arch = "x86_64")]
+fn unsynced_pages(file: &std::fs::File) -> u64 {
+    use std::os::unix::io::AsRawFd;
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        cache: u64,
+        dirty: u64,
+        writeback: u64,
+        evicted: u64,
+        recently_evicted: u64,
+    }
+    const SYS_CACHESTAT: libc::c_long = 451;
+    let whole = Range { off: 0, len: 0 };
+    let mut stat = Stat::default();
+    // SAFETY: both structs are the kernel's layout and outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &whole as *const Range,
+            &mut stat as *mut Stat,
+            0,
+        )
+    };
+    assert_eq!(r, 0, "cachestat: {}", io::Error::last_os_error());
+    stat.dirty + stat.writeback
+}
+
+#[cfg(target_arch = "x86_64")]
+#[tokio::test]
+async fn synchronous_overwrites_of_clean_copies_are_synced_without_the_inode() {
+    let (d, s) = store();
+    let ext4 = rustix::fs::statfs(d.path()).unwrap().f_type as i64 == 0xEF53;
+    let oid = ObjectId::data(9, 1);
+    let fill = |b: u8, n: usize| Bytes::from(vec![b; n]);
+    s.create(
+        oid,
+        0,
+        fill(1, 8192),
+        CreateMode::Replace,
+        true,
+        1,
+        None,
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    let file = std::fs::File::open(d.path().join("obj").join(oid.to_string())).unwrap();
+    let fast = || s.synced_writes().overwrite;
+
+    // Over written blocks of a synced copy: synced without fdatasync.
+    s.write(oid, 4096, fill(2, 4096), true, 2, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(fast(), u64::from(ext4));
+    assert_eq!(unsynced_pages(&file), 0, "data and trailer written");
+    // Into a never-written block, or partly over one: the file allocates,
+    // so fdatasync.
+    s.write(oid, 3 * 4096, fill(3, 4096), true, 3, Vec::new())
+        .await
+        .unwrap();
+    s.write(oid, 8192 - 100, fill(4, 200), true, 4, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(fast(), u64::from(ext4));
+    // After an unsynced write, fdatasync until a flush has synced it.
+    s.write(oid, 0, fill(5, 10), false, 5, Vec::new())
+        .await
+        .unwrap();
+    assert!(
+        unsynced_pages(&file) > 0,
+        "the unsynced write is in the cache"
+    );
+    s.write(oid, 10, fill(6, 10), true, 6, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(fast(), u64::from(ext4));
+    s.flush().await.unwrap();
+    s.write(oid, 20, fill(7, 10), true, 7, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(fast(), 2 * u64::from(ext4));
+    assert_eq!(unsynced_pages(&file), 0);
+    assert_eq!(s.synced_writes().fdatasync, 5 - 2 * u64::from(ext4));
+
+    let read = s.read(oid, 0, 4 * 4096).await.unwrap().data;
+    let mut want = vec![1u8; 4 * 4096];
+    want[..10].fill(5);
+    want[10..20].fill(6);
+    want[20..30].fill(7);
+    want[4096..8192 - 100].fill(2);
+    want[8192 - 100..8192 + 100].fill(4);
+    want[8192 + 100..3 * 4096].fill(0);
+    want[3 * 4096..].fill(3);
+    assert_eq!(read, want);
+}

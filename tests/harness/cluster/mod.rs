@@ -52,6 +52,7 @@ pub struct ClusterBuilder {
     sheep_args: Vec<String>,
     node_addresses: bool,
     node_gids: Option<u32>,
+    fsync: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -62,6 +63,7 @@ impl Default for ClusterBuilder {
             sheep_args: Vec::new(),
             node_addresses: false,
             node_gids: None,
+            fsync: false,
         }
     }
 }
@@ -107,6 +109,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// Run the sheep with fsync on, as in production (by default they run with `-n`:
+    /// tests that do not crash the machine need no durability, and syncs would make them
+    /// slow on a shared disk).
+    pub fn fsync(mut self) -> Self {
+        self.fsync = true;
+        self
+    }
+
     /// Creates the temp dir and starts the nodes one by one, each time waiting until every
     /// running node lists all of them. The cluster is not formatted.
     pub fn start(self) -> Cluster {
@@ -128,6 +138,7 @@ impl ClusterBuilder {
             sheep_args: self.sheep_args,
             node_addresses: self.node_addresses,
             node_gids: self.node_gids,
+            fsync: self.fsync,
             tmp: Some(tmp),
         };
         for _ in 0..self.nodes {
@@ -183,6 +194,7 @@ pub struct Cluster {
     sheep_args: Vec<String>,
     node_addresses: bool,
     node_gids: Option<u32>,
+    fsync: bool,
     tmp: Option<TempDir>,
 }
 
@@ -328,8 +340,10 @@ impl Cluster {
             .args(["--nbd-port", &node.nbd_port.to_string()])
             .args(["--http-port", &node.http_port.to_string()])
             .arg("-c")
-            .arg(format!("local:{}", self.local_dir.display()))
-            .arg("-n");
+            .arg(format!("local:{}", self.local_dir.display()));
+        if !self.fsync {
+            cmd.arg("-n");
+        }
         if let Some(zone) = node.zone {
             cmd.args(["-z", &zone.to_string()]);
         }

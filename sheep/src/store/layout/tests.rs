@@ -161,3 +161,23 @@ fn filling_writes_only_unwritten_nonzero_blocks() {
     assert!(read.data[3 * 4096 + 100..].iter().all(|b| *b == 0));
     assert!(scrub(&f, 4 * 4096).unwrap().is_ok());
 }
+
+#[test]
+fn blocks_written_tells_overwrites_from_writes_into_holes() {
+    let (_d, f) = file();
+    write_checked(&f, BLOCK, &vec![7u8; 2 * BLOCK as usize], false, &[])
+        .unwrap()
+        .unwrap();
+    assert!(blocks_written(&f, BLOCK, 2 * BLOCK).unwrap());
+    assert!(blocks_written(&f, BLOCK + 10, 100).unwrap());
+    assert!(blocks_written(&f, 0, 0).unwrap(), "nothing to write");
+    assert!(!blocks_written(&f, 0, BLOCK).unwrap(), "block 0 is a hole");
+    assert!(
+        !blocks_written(&f, 2 * BLOCK, BLOCK + 1).unwrap(),
+        "ends in a hole"
+    );
+    assert!(
+        !blocks_written(&f, BLOCK - 1, 2).unwrap(),
+        "starts in a hole"
+    );
+}
