@@ -104,7 +104,7 @@ pub struct ReadOut {
 pub struct SyncedWrites {
     /// With `fdatasync` of the object file.
     pub fdatasync: u64,
-    /// As overwrites, without the file's inode ([`overwrite`]).
+    /// As overwrites, without the file's inode (see the `overwrite` module).
     pub overwrite: u64,
 }
 
