@@ -82,8 +82,9 @@ pub(super) struct Files {
     /// Syncs overwrites without their inode (`None` with `-n`, and off
     /// ext4).
     overwrite: Option<OverwriteSync>,
-    /// Synchronous writes so far, by how they were synced.
-    synced: [AtomicU64; 2],
+    /// Synchronous writes so far synced by `fdatasync`, and by `overwrite`.
+    synced_by_fdatasync: AtomicU64,
+    synced_as_overwrite: AtomicU64,
 }
 
 impl Files {
@@ -99,9 +100,10 @@ impl Files {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-        let overwrite = match nosync {
-            true => None,
-            false => OverwriteSync::open(&obj_dir)?,
+        let overwrite = if nosync {
+            None
+        } else {
+            OverwriteSync::open(&obj_dir)?
         };
         let pool = FilePool::new(obj_dir.clone());
         pool.start()?;
@@ -116,7 +118,8 @@ impl Files {
             files: Mutex::new(HashMap::new()),
             writers: (0..WRITER_STRIPES).map(|_| Mutex::new(())).collect(),
             overwrite,
-            synced: Default::default(),
+            synced_by_fdatasync: AtomicU64::new(0),
+            synced_as_overwrite: AtomicU64::new(0),
         })
     }
 
@@ -274,7 +277,11 @@ impl Files {
             let _w = self.writer(oid);
             let mut meta = self.meta(oid).ok_or(StoreError::NoObject(oid))?;
             // Decided before the write changes the checksum table.
-            let overwrite = sync && self.overwrite_syncable(oid, &file, offset, data.len())?;
+            let overwrite = if sync {
+                self.overwrite_sync_for(oid, &file, offset, data.len())?
+            } else {
+                None
+            };
             let written = (|| {
                 if let Err(need) =
                     layout::write_checked(&file, offset, data, meta.backing.is_some(), base)?
@@ -295,16 +302,16 @@ impl Files {
                 // Marked before the writers' lock is released, so a
                 // synchronous write into this copy never finds it clean
                 // while this write's blocks may await allocation on disk
-                // (see `overwrite_syncable`).
+                // (see `overwrite_sync_for`).
                 self.dirty.lock().expect("dirty lock").objects.insert(oid);
             }
             written?;
             overwrite
         };
-        if let (true, Some(o)) = (overwrite, &self.overwrite) {
+        if let Some(o) = overwrite {
             // As below, without the inode (see [`OverwriteSync`]).
             o.sync(&file, offset)?;
-            self.synced[1].fetch_add(1, Ordering::Relaxed);
+            self.synced_as_overwrite.fetch_add(1, Ordering::Relaxed);
         } else if sync {
             // The client waits for this write to be durable on every
             // replica; data, checksums and version share the file, so one
@@ -314,7 +321,7 @@ impl Files {
             // on disk only once the directory is synced: this write must
             // not outlive a crash in a file nobody can find.
             self.sync_dir_if_dirty()?;
-            self.synced[0].fetch_add(1, Ordering::Relaxed);
+            self.synced_by_fdatasync.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -491,31 +498,31 @@ impl Files {
     /// Synchronous writes so far, by how they were synced.
     pub(super) fn synced_writes(&self) -> SyncedWrites {
         SyncedWrites {
-            fdatasync: self.synced[0].load(Ordering::Relaxed),
-            overwrite: self.synced[1].load(Ordering::Relaxed),
+            fdatasync: self.synced_by_fdatasync.load(Ordering::Relaxed),
+            overwrite: self.synced_as_overwrite.load(Ordering::Relaxed),
         }
     }
 
-    /// True if a synchronous write of `len` bytes at `offset` into `oid`
-    /// may be synced by [`OverwriteSync`]: it overwrites written blocks of
-    /// a copy with no unsynced writes and no flush syncing it, so nothing
-    /// about the file's allocation waits to be made durable. The caller
-    /// holds the object's writer lock.
-    fn overwrite_syncable(
+    /// The [`OverwriteSync`] for a synchronous write of `len` bytes at
+    /// `offset` into `oid`, if it may be used: the write overwrites written
+    /// blocks of a copy with no unsynced writes and no flush syncing it, so
+    /// nothing about the file's allocation waits to be made durable. The
+    /// caller holds the object's writer lock.
+    fn overwrite_sync_for(
         &self,
         oid: ObjectId,
         file: &File,
         offset: u64,
         len: usize,
-    ) -> io::Result<bool> {
-        if self.overwrite.is_none() {
-            return Ok(false);
-        }
+    ) -> io::Result<Option<&OverwriteSync>> {
+        let Some(o) = &self.overwrite else {
+            return Ok(None);
+        };
         let clean = {
             let dirty = self.dirty.lock().expect("dirty lock");
             !dirty.objects.contains(&oid) && !dirty.syncing.contains(&oid)
         };
-        Ok(clean && layout::blocks_written(file, offset, len as u64)?)
+        Ok((clean && layout::blocks_written(file, offset, len as u64)?).then_some(o))
     }
 
     pub(super) fn sync_file(&self, file: &File) -> io::Result<()> {
